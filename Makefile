@@ -1,0 +1,32 @@
+# Two commands for a fresh machine: `make run` (the default WarmFed job) and `make test`.
+# Both create or reuse .venv and set Flower's environment (project-local FLWR_HOME, no telemetry,
+# no update check, no runtime dependency installation).
+
+PYTHON ?= python3.11
+VENV := $(CURDIR)/.venv
+PY := $(VENV)/bin/python
+PRESET ?=
+RUN_CONFIG ?=
+
+export FLWR_HOME ?= $(CURDIR)/.flwr
+export FLWR_TELEMETRY_ENABLED := 0
+export FLWR_DISABLE_UPDATE_CHECK := 1
+export FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION := 1
+export PATH := $(VENV)/bin:$(PATH)
+
+.PHONY: setup run test bench
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(PY) scripts/flwr_run.py $(if $(PRESET),--preset $(PRESET)) $(if $(RUN_CONFIG),--run-config '$(RUN_CONFIG)')
+
+test: setup
+	$(PY) -m pytest -q

@@ -1,0 +1,60 @@
+"""Config: defaults agree with pyproject.toml, presets parse, bad values name the key."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+from flwr.common.config import flatten_dict
+
+from warmfed_flwr.config import DEFAULTS, ConfigError, Settings
+from warmfed_flwr.presets import load_preset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pyproject_declares_exactly_the_defaults():
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    declared = dict(flatten_dict(pyproject["tool"]["flwr"]["app"]["config"]))
+    assert declared == DEFAULTS
+
+
+def test_defaults_build_settings():
+    s = Settings.from_run_config({})
+    assert s.method == "warmfed" and s.rounds == 0
+    assert s.data.name == "digits-domains" and s.lora.backbone == "tiny"
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "conf").glob("*.toml")), ids=lambda p: p.name)
+def test_every_preset_parses(preset):
+    Settings.from_run_config(load_preset(preset))
+
+
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ({"method": "fedsgd"}, "'method'"),
+        ({"rounds": -1}, "'rounds'"),
+        ({"rounds": 1.5}, "'rounds'"),
+        ({"data.image-size": "big"}, "'data.image-size'"),
+        ({"dsd.mode": "hard"}, "'dsd.mode'"),
+        ({"lora.lr": 0.0}, "'lora.lr'"),
+        ({"lora.send-label-counts": "maybe"}, "'lora.send-label-counts'"),
+        ({"generate.prompt-template": "a photo"}, "'generate.prompt-template'"),
+        ({"no-such-key": 1}, "'no-such-key'"),
+    ],
+)
+def test_bad_values_name_the_key(override, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        Settings.from_run_config(override)
+
+
+def test_integral_float_and_string_bools_are_accepted():
+    s = Settings.from_run_config({"rounds": 5.0, "lora.send-label-counts": "false"})
+    assert s.rounds == 5 and s.lora.send_label_counts is False
+
+
+def test_preset_with_unknown_key_names_it(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[lora]\nrnak = 4\n")
+    with pytest.raises(ConfigError, match="lora.rnak"):
+        load_preset(bad)
