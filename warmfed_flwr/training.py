@@ -1,0 +1,109 @@
+"""Supervised train and evaluate loops shared by every phase and baseline."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from warmfed_flwr.data.types import ImageSplit
+
+# A batch loss: (model, images, labels) -> scalar loss tensor.
+BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def pick_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def cross_entropy_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Plain cross-entropy of the model's logits."""
+    return F.cross_entropy(model(images), labels)
+
+
+def proximal_term(model: nn.Module, anchor: list[torch.Tensor], mu: float) -> torch.Tensor:
+    """FedProx's (mu / 2) * ||w - w_anchor||^2 over all trainable parameters."""
+    return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
+
+
+def run_epochs(
+    model: nn.Module,
+    split: ImageSplit,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    batch_loss: BatchLoss = cross_entropy_loss,
+    on_epoch_start: Callable[[int], None] | None = None,
+) -> float:
+    """SGD (momentum 0.9, weight decay 5e-4, cosine learning rate) over `split`; returns the last epoch's mean loss.
+
+    `batch_loss` lets a phase change the objective (FedProx, DSD) while sharing the loop;
+    `on_epoch_start(epoch)` lets it update per-epoch state such as a distillation weight.
+    """
+    if len(split) == 0:
+        raise ValueError("cannot train on an empty split")
+    model.to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
+    generator = torch.Generator().manual_seed(seed)
+    images, labels = split.images, split.labels
+    mean_loss = float("nan")
+    for epoch in range(epochs):
+        if on_epoch_start is not None:
+            on_epoch_start(epoch)
+        order = torch.randperm(len(split), generator=generator)
+        total, count = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            x, y = images[idx].to(device), labels[idx].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            loss = batch_loss(model, x, y)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+        scheduler.step()
+        mean_loss = total / count
+    return mean_loss
+
+
+def train_supervised(
+    model: nn.Module,
+    split: ImageSplit,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    proximal_mu: float = 0.0,
+) -> float:
+    """Cross-entropy training, with FedProx's proximal term towards the starting weights when mu > 0."""
+    if proximal_mu <= 0:
+        return run_epochs(model, split, epochs, lr, batch_size, seed, device)
+    anchor = [p.detach().clone().to(device) for p in model.parameters()]
+
+    def prox_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return cross_entropy_loss(m, x, y) + proximal_term(m, anchor, proximal_mu)
+
+    return run_epochs(model, split, epochs, lr, batch_size, seed, device, batch_loss=prox_loss)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
+    """Logits of `model` for every image, computed in eval mode, returned on the CPU."""
+    model.to(device).eval()
+    outs = [model(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def evaluate_accuracy(model: nn.Module, split: ImageSplit, device: torch.device) -> float:
+    """Top-1 accuracy of `model` on `split`."""
+    if len(split) == 0:
+        raise ValueError("cannot evaluate on an empty split")
+    logits = predict_logits(model, split.images, device)
+    return float((logits.argmax(dim=1) == split.labels).float().mean())
