@@ -1,0 +1,65 @@
+"""The one small interface between WarmFed and a diffusion backbone.
+
+A backbone fits a LoRA adapter on a client's images, tells the server which adapter tensors it
+expects, and generates class-conditioned images with or without an adapter. Adapters travel as
+named float32 numpy arrays (the keys are the backbone's own LoRA parameter names).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol, Sequence
+
+import numpy as np
+import torch
+
+from warmfed_flwr.config import GenerateSettings, LoraSettings
+
+Adapter = dict[str, np.ndarray]
+
+
+class Backbone(Protocol):
+    """A pre-trained class-conditional diffusion model that can learn and use LoRA adapters."""
+
+    name: str
+
+    def adapter_shapes(self, lora: LoraSettings) -> dict[str, tuple[int, ...]]:
+        """Every tensor name and shape an adapter fitted with `lora` must hold."""
+        ...
+
+    def fit_lora(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        class_names: Sequence[str],
+        lora: LoraSettings,
+        seed: int,
+    ) -> Adapter:
+        """Fit a LoRA adapter on `images` (N x 3 x H x W in [0, 1]) conditioned on `labels`.
+
+        The base weights stay frozen and untouched; the returned arrays are float32.
+        """
+        ...
+
+    def generate(
+        self,
+        labels: torch.Tensor,
+        class_names: Sequence[str],
+        adapter: Mapping[str, np.ndarray] | None,
+        settings: GenerateSettings,
+        image_size: int,
+        seed: int,
+    ) -> torch.Tensor:
+        """One image per entry of `labels`, as N x 3 x image_size x image_size float32 in [0, 1].
+
+        With `adapter` None the base model generates. Deterministic for a given seed. The adapter
+        is released before returning, so successive calls never stack adapters.
+        """
+        ...
+
+    def base_bytes(self) -> int:
+        """Bytes of the pre-trained weights a client would otherwise have to send."""
+        ...
+
+    def release(self) -> None:
+        """Free the model's memory (and the CUDA cache) before another phase needs it."""
+        ...
