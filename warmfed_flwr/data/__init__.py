@@ -1,0 +1,122 @@
+"""The data sets WarmFed runs on, behind one contract: a number of clients, and per client its
+own train and test split of one domain.
+
+Client ids run domain by domain: with K clients per domain, clients 0..K-1 share the first
+domain (see `partition.domain_and_shard`). Loading is cached per process, so every client and
+the server can call these functions freely.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Callable
+
+import numpy as np
+
+from warmfed_flwr.config import DataSettings
+from warmfed_flwr.data.camelyon17 import camelyon17_domain_set
+from warmfed_flwr.data.digits_domains import digits_domain_set
+from warmfed_flwr.data.domainnet import domainnet_domain_set
+from warmfed_flwr.data.errors import DataError
+from warmfed_flwr.data.huggingface import huggingface_domain_set
+from warmfed_flwr.data.imagefolder import image_folder_domain_set
+from warmfed_flwr.data.office_caltech10 import office_caltech10_domain_set
+from warmfed_flwr.data.partition import domain_and_shard, shard_train_test
+from warmfed_flwr.data.seeding import derived_seed
+from warmfed_flwr.data.types import ClientData, DomainData, DomainSet, ImageSplit
+
+__all__ = [
+    "ClientData",
+    "DataError",
+    "DomainData",
+    "DomainSet",
+    "ImageSplit",
+    "domain_names",
+    "load_all_clients",
+    "load_client_data",
+    "load_domain_set",
+    "num_clients",
+]
+
+DOMAIN_SET_LOADERS: dict[str, Callable[[DataSettings], DomainSet]] = {
+    "digits-domains": digits_domain_set,
+    "imagefolder": image_folder_domain_set,
+    "office-caltech10": office_caltech10_domain_set,
+    "domainnet": domainnet_domain_set,
+    "camelyon17": camelyon17_domain_set,
+    "huggingface": huggingface_domain_set,
+}
+
+
+@lru_cache(maxsize=4)
+def load_domain_set(settings: DataSettings) -> DomainSet:
+    """All domains of the configured data set with their train/test splits (cached; read-only)."""
+    loader = DOMAIN_SET_LOADERS.get(settings.name)
+    if loader is None:
+        raise DataError(f"data.name={settings.name!r} has no loader; available: {', '.join(DOMAIN_SET_LOADERS)}")
+    return loader(settings)
+
+
+def domain_names(settings: DataSettings) -> tuple[str, ...]:
+    """The domain names, in client order."""
+    return tuple(domain.name for domain in load_domain_set(settings).domains)
+
+
+def num_clients(settings: DataSettings) -> int:
+    """How many clients the run has: domains x clients per domain."""
+    return len(domain_names(settings)) * settings.clients_per_domain
+
+
+@lru_cache(maxsize=64)
+def _domain_shards(settings: DataSettings, domain_index: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per client of the domain, its positions in the domain's train and test split."""
+    domain = load_domain_set(settings).domains[domain_index]
+    return shard_train_test(
+        domain.train.labels.numpy(),
+        domain.test.labels.numpy(),
+        settings.clients_per_domain,
+        settings.partitioning,
+        settings.dirichlet_alpha,
+        derived_seed(settings.seed, domain_index),
+        domain=domain.name,
+        min_train_size=settings.min_train_images,
+    )
+
+
+def load_client_data(settings: DataSettings, partition_id: int) -> ClientData:
+    """Client `partition_id`'s shard of its domain's train and test split.
+
+    Raises DataError if the id is out of range, or the client gets fewer than
+    settings.min_train_images training images or no test image.
+    """
+    total = num_clients(settings)
+    if not 0 <= partition_id < total:
+        raise DataError(f"client {partition_id} does not exist: data set {settings.name!r} has clients 0..{total - 1}")
+    domain_index, shard = domain_and_shard(partition_id, settings.clients_per_domain)
+    domain_set = load_domain_set(settings)
+    domain = domain_set.domains[domain_index]
+    train_positions, test_positions = _domain_shards(settings, domain_index)[shard]
+    client = ClientData(
+        partition_id=partition_id,
+        domain=domain.name,
+        train=domain.train.subset(train_positions),
+        test=domain.test.subset(test_positions),
+        class_names=domain_set.class_names,
+    )
+    where = f"client {partition_id} (domain '{domain.name}', shard {shard} of {settings.clients_per_domain})"
+    if len(client.train) < settings.min_train_images:
+        raise DataError(
+            f"{where} has {len(client.train)} training images, fewer than data.min-train-images="
+            f"{settings.min_train_images}; lower data.clients-per-domain or data.min-train-images"
+        )
+    if len(client.test) == 0:
+        raise DataError(
+            f"{where} has no test images; lower data.clients-per-domain, raise data.test-fraction "
+            "or data.dirichlet-alpha"
+        )
+    return client
+
+
+def load_all_clients(settings: DataSettings) -> list[ClientData]:
+    """Every client's data, in client-id order."""
+    return [load_client_data(settings, partition_id) for partition_id in range(num_clients(settings))]
