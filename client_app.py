@@ -1,0 +1,5 @@
+"""Flower ClientApp entry point (`[tool.flwr.app.components] clientapp`)."""
+
+from warmfed_flwr.client import app
+
+__all__ = ["app"]

@@ -1,0 +1,103 @@
+"""Run the app with `flwr run` (Ray simulation), sized to the data, and check that it really finished.
+
+    python scripts/flwr_run.py [--preset conf/X.toml] [--run-config 'key=value ...'] [--output-dir DIR]
+
+The number of simulated SuperNodes is set to the number of clients the data is split into. The
+output directory is resolved to an absolute path before the run starts. `flwr run --stream`
+exits 0 even when the ServerApp fails, so success is judged by results.json and `flwr list`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from flwr.common.config import parse_config_args
+
+from warmfed_flwr import data
+from warmfed_flwr.config import Settings, merge_run_config
+from warmfed_flwr.presets import load_preset
+
+APP_DIR = Path(__file__).resolve().parents[1]
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+}
+
+
+def toml_value(value: object) -> str:
+    """A run-config scalar written as a TOML value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def requested_config(preset: str | None, overrides: str | None, output_dir: str | None) -> dict[str, object]:
+    """Preset keys, then command-line overrides, then the absolute output directory."""
+    config: dict[str, object] = load_preset(preset) if preset else {}
+    config.update(parse_config_args([overrides]) if overrides else {})
+    out = output_dir or str(config.get("output-dir") or "")
+    if not out:
+        out = str(Path.cwd() / "outputs" / datetime.now().strftime("%Y-%m-%d-%H%M%S"))
+    config["output-dir"] = str(Path(out).expanduser().resolve())
+    merge_run_config(config)  # fail here, before Flower starts, on an unknown or mistyped key
+    return config
+
+
+def last_run_status(env: dict[str, str]) -> str:
+    """Status of the newest run known to the local SuperLink, e.g. 'finished:completed'."""
+    listing = subprocess.run(
+        ["flwr", "list", str(APP_DIR), "--format", "json"], capture_output=True, text=True, env=env, cwd=APP_DIR
+    )
+    try:
+        runs = json.loads(listing.stdout)["runs"]
+    except (json.JSONDecodeError, KeyError):
+        return f"unknown ({listing.stdout.strip()[-300:]} {listing.stderr.strip()[-300:]})"
+    newest = max(runs, key=lambda r: r.get("created-at", ""))
+    return str(newest.get("status", "unknown"))
+
+
+def run_app(config: dict[str, object], num_cpus_per_client: int = 1) -> Path:
+    """Run the app under `flwr run`; return the run directory, or exit non-zero if the run failed."""
+    settings = Settings.from_run_config(config)
+    out_dir = Path(settings.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_file = out_dir / "requested_run_config.toml"
+    config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in sorted(config.items())))
+    num_clients = data.num_clients(settings.data)
+    env = {**os.environ, **FLOWER_ENV}
+    env.setdefault("FLWR_HOME", str(APP_DIR / ".flwr"))
+    federation = f"num-supernodes={num_clients} client-resources-num-cpus={num_cpus_per_client}"
+    command = [
+        "flwr", "run", str(APP_DIR), "--stream", "--run-config", str(config_file), "--federation-config", federation,
+    ]
+    print(f"$ {' '.join(command)}", flush=True)
+    subprocess.run(command, env=env, cwd=APP_DIR, check=True)
+    status = last_run_status(env)
+    results = out_dir / "results.json"
+    if status != "finished:completed" or not results.exists():
+        sys.exit(f"run did not complete: status {status}, results.json {'present' if results.exists() else 'missing'} in {out_dir}")
+    print((out_dir / "summary.md").read_text())
+    print(f"results: {results}")
+    return out_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", help="a TOML file under conf/")
+    parser.add_argument("--run-config", help="overrides, e.g. 'method=\"fedavg\" rounds=5'")
+    parser.add_argument("--output-dir", help="run directory (default outputs/<date>-<time>)")
+    args = parser.parse_args()
+    run_app(requested_config(args.preset, args.run_config, args.output_dir))
+
+
+if __name__ == "__main__":
+    main()

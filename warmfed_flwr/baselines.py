@@ -1,0 +1,93 @@
+"""Baselines on the same clients, partitions, models and seeds: fedavg, fedprox, fedavg-ft, local, centralized."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+from flwr.app import ArrayRecord, RecordDict
+from flwr.serverapp import Grid
+
+from warmfed_flwr import data
+from warmfed_flwr.config import Settings
+from warmfed_flwr.data.types import ImageSplit
+from warmfed_flwr.federation import ClientInfo, send_phase
+from warmfed_flwr.models import build_classifier
+from warmfed_flwr.personalize import personalize
+from warmfed_flwr.results import RunRecorder
+from warmfed_flwr.rounds import make_aggregation, run_rounds
+from warmfed_flwr.training import evaluate_accuracy, pick_device, train_supervised
+from warmfed_flwr.transport import model_to_record
+
+
+def initial_arrays(settings: Settings, num_classes: int) -> ArrayRecord:
+    """The shared, seeded classifier initialisation every method starts from."""
+    return model_to_record(build_classifier(settings.train.model, num_classes, settings.data.image_size, seed=settings.seed))
+
+
+def run_federated(
+    grid: Grid,
+    recorder: RunRecorder,
+    clients: list[ClientInfo],
+    settings: Settings,
+    run_config: Mapping[str, object],
+    num_classes: int,
+) -> None:
+    """fedavg / fedprox for R rounds; fedavg-ft then fine-tunes the final global model on each client."""
+    with recorder.phase("rounds"):
+        arrays = run_rounds(
+            grid, recorder, make_aggregation(settings, len(clients)), initial_arrays(settings, num_classes),
+            settings, run_config,
+        )
+    if settings.method == "fedavg-ft":
+        with recorder.phase("finetune"):
+            personalize(grid, recorder, clients, arrays, settings, run_config, dsd_mode="none")
+
+
+def run_local(
+    grid: Grid,
+    recorder: RunRecorder,
+    clients: list[ClientInfo],
+    settings: Settings,
+    run_config: Mapping[str, object],
+    num_classes: int,
+) -> None:
+    """Each client trains alone; its model's mean accuracy over every client's test split is its global accuracy."""
+    init = initial_arrays(settings, num_classes)
+    with recorder.phase("local"):
+        replies = send_phase(
+            grid, recorder, "local", "train.local", {c.node_id: RecordDict({"arrays": init}) for c in clients},
+            run_config, settings.timeout, settings.min_clients,
+        )
+    models: dict[str, ArrayRecord] = {}
+    for node_id, content in replies.items():
+        client = recorder.client_of_node(node_id)
+        if client is not None:
+            client.personal_acc = float(content["metrics"]["personal-acc"])
+            models[f"model-{client.partition_id}"] = content["arrays"]
+    with recorder.phase("cross-evaluate"):
+        evaluations = send_phase(
+            grid, recorder, "cross-evaluate", "evaluate.cross", {c.node_id: RecordDict(models) for c in clients},
+            run_config, settings.timeout, settings.min_clients,
+        )
+    for name in models:
+        client = recorder.clients[int(name.removeprefix("model-"))]
+        scores = [float(content["metrics"][name]) for content in evaluations.values()]
+        client.global_acc = sum(scores) / len(scores)
+
+
+def run_centralized(recorder: RunRecorder, clients: list[ClientInfo], settings: Settings, num_classes: int) -> None:
+    """Reference, not FL: one model trained on every client's real train data pooled on the server."""
+    device = pick_device()
+    client_data = {c.partition_id: data.load_client_data(settings.data, c.partition_id) for c in clients}
+    pooled = ImageSplit(
+        torch.cat([cd.train.images for cd in client_data.values()]),
+        torch.cat([cd.train.labels for cd in client_data.values()]),
+    )
+    model = build_classifier(settings.train.model, num_classes, settings.data.image_size, seed=settings.seed)
+    with recorder.phase("centralized"):
+        train_supervised(
+            model, pooled, settings.train.local_only_epochs, settings.train.lr, settings.train.batch_size, settings.seed, device
+        )
+    for pid, cd in client_data.items():
+        recorder.clients[pid].global_acc = evaluate_accuracy(model, cd.test, device)

@@ -1,0 +1,208 @@
+"""The ClientApp: one handler per phase.
+
+Every message carries the run's flat config (see `federation.send_phase`), so a client trains with
+exactly the server's settings. The client's data and the diffusion backbone are cached per process:
+Ray reuses its actor processes across phases.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from warmfed_flwr import data
+from warmfed_flwr.config import DataSettings, Settings
+from warmfed_flwr.data.types import ClientData
+from warmfed_flwr.dsd import train_personalized
+from warmfed_flwr.federation import RUN_CONFIG_KEY
+from warmfed_flwr.generative import load_backbone
+from warmfed_flwr.generative.adapter import adapter_config
+from warmfed_flwr.models import build_classifier
+from warmfed_flwr.training import evaluate_accuracy, pick_device, train_supervised
+from warmfed_flwr.transport import arrays_to_record, load_record_into, model_to_record
+
+app = ClientApp()
+
+
+def message_settings(msg: Message) -> Settings:
+    """The run's settings as sent by the server with the message."""
+    return Settings.from_run_config(dict(msg.content.config_records[RUN_CONFIG_KEY]))
+
+
+def partition_id(context: Context) -> int:
+    """This SuperNode's partition, from its node config."""
+    try:
+        return int(context.node_config["partition-id"])
+    except KeyError as err:
+        raise KeyError(
+            "node config key 'partition-id' is missing: start the SuperNode with "
+            "--node-config 'partition-id=K num-partitions=N'"
+        ) from err
+
+
+@lru_cache(maxsize=4)
+def _client_data(settings: DataSettings, pid: int) -> ClientData:
+    return data.load_client_data(settings, pid)
+
+
+def client_data(settings: Settings, context: Context) -> ClientData:
+    """This client's train/test split (cached per process)."""
+    return _client_data(settings.data, partition_id(context))
+
+
+def client_seed(settings: Settings, pid: int, salt: int) -> int:
+    """A per-client, per-purpose seed derived from the run seed."""
+    return settings.seed * 1_000_003 + pid * 101 + salt
+
+
+def global_model(settings: Settings, num_classes: int, msg: Message) -> torch.nn.Module:
+    """The classifier carried by the message's 'arrays' record."""
+    model = build_classifier(settings.train.model, num_classes, settings.data.image_size)
+    return load_record_into(model, msg.content.array_records["arrays"])
+
+
+def handle_info(msg: Message, context: Context) -> Message:
+    """Discovery: which partition and domain this client holds, and how the data is split."""
+    settings = message_settings(msg)
+    cd = client_data(settings, context)
+    info = ConfigRecord(
+        {
+            "partition-id": cd.partition_id,
+            "num-partitions": int(context.node_config.get("num-partitions", -1)),
+            "expected-partitions": data.num_clients(settings.data),
+            "domain": cd.domain,
+            "num-train": len(cd.train),
+            "num-test": len(cd.test),
+            "class-names": list(cd.class_names),
+        }
+    )
+    return Message(RecordDict({"info": info}), reply_to=msg)
+
+
+def handle_lora(msg: Message, context: Context) -> Message:
+    """Fit the LoRA adapter on this client's train split; reply with it, its settings and the label counts."""
+    settings = message_settings(msg)
+    cd = client_data(settings, context)
+    backbone = load_backbone(settings.lora)
+    start = time.perf_counter()
+    adapter = backbone.fit_lora(
+        cd.train.images, cd.train.labels, cd.class_names, settings.lora, client_seed(settings, cd.partition_id, 1)
+    )
+    metrics: dict[str, int | float | list[int]] = {
+        "num-examples": len(cd.train),
+        "fit-seconds": time.perf_counter() - start,
+    }
+    if settings.lora.send_label_counts:
+        metrics["label-counts"] = cd.train.class_counts(len(cd.class_names))
+    content = RecordDict(
+        {
+            "adapter": arrays_to_record(adapter),
+            "adapter-config": ConfigRecord(adapter_config(settings.lora)),
+            "metrics": MetricRecord(metrics),
+        }
+    )
+    return Message(content, reply_to=msg)
+
+
+def handle_fit_round(msg: Message, context: Context) -> Message:
+    """One FedAvg/FedProx/FedAdam round: train the received model on local data, send it back."""
+    settings = message_settings(msg)
+    cd = client_data(settings, context)
+    model = global_model(settings, len(cd.class_names), msg)
+    config = msg.content.config_records.get("config", ConfigRecord())
+    mu = float(config.get("proximal-mu", 0.0))
+    server_round = int(config.get("server-round", 0))
+    loss = train_supervised(
+        model,
+        cd.train,
+        settings.train.local_epochs,
+        settings.train.lr,
+        settings.train.batch_size,
+        client_seed(settings, cd.partition_id, 100 + server_round),
+        pick_device(),
+        proximal_mu=mu,
+    )
+    metrics = MetricRecord({"num-examples": len(cd.train), "train-loss": loss})
+    return Message(RecordDict({"arrays": model_to_record(model.cpu()), "metrics": metrics}), reply_to=msg)
+
+
+def handle_local(msg: Message, context: Context) -> Message:
+    """The `local` baseline: train the received initial model on local data alone; reply with it and its accuracy."""
+    settings = message_settings(msg)
+    cd = client_data(settings, context)
+    model = global_model(settings, len(cd.class_names), msg)
+    device = pick_device()
+    train_supervised(
+        model,
+        cd.train,
+        settings.train.local_only_epochs,
+        settings.train.lr,
+        settings.train.batch_size,
+        client_seed(settings, cd.partition_id, 2),
+        device,
+    )
+    metrics = MetricRecord({"num-examples": len(cd.train), "personal-acc": evaluate_accuracy(model, cd.test, device)})
+    return Message(RecordDict({"arrays": model_to_record(model.cpu()), "metrics": metrics}), reply_to=msg)
+
+
+def handle_dsd(msg: Message, context: Context) -> Message:
+    """Personalize the received global model by DSD (mode from the message's config); reply with both accuracies."""
+    settings = message_settings(msg)
+    cd = client_data(settings, context)
+    teacher = global_model(settings, len(cd.class_names), msg)
+    device = pick_device()
+    config = msg.content.config_records.get("config", ConfigRecord())
+    dsd = settings.dsd
+    if "dsd-mode" in config:
+        dsd = type(dsd)(mode=str(config["dsd-mode"]), lambda0=dsd.lambda0, temperature=dsd.temperature, epochs=dsd.epochs)
+    global_acc = evaluate_accuracy(teacher, cd.test, device)
+    student = train_personalized(
+        teacher, cd.train, dsd, settings.train.lr, settings.train.batch_size, client_seed(settings, cd.partition_id, 3), device
+    )
+    metrics = MetricRecord(
+        {
+            "num-examples": len(cd.train),
+            "global-acc": global_acc,
+            "personal-acc": evaluate_accuracy(student, cd.test, device),
+        }
+    )
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def handle_evaluate(msg: Message, context: Context) -> Message:
+    """Accuracy of the received global model on this client's test split."""
+    settings = message_settings(msg)
+    cd = client_data(settings, context)
+    model = global_model(settings, len(cd.class_names), msg)
+    metrics = MetricRecord(
+        {
+            "num-examples": len(cd.test),
+            "accuracy": evaluate_accuracy(model, cd.test, pick_device()),
+        }
+    )
+    return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def handle_cross_evaluate(msg: Message, context: Context) -> Message:
+    """Accuracy on this client's test split of every model in the message (records named 'model-<pid>')."""
+    settings = message_settings(msg)
+    cd = client_data(settings, context)
+    device = pick_device()
+    accuracies: dict[str, float] = {}
+    for name, record in msg.content.array_records.items():
+        model = build_classifier(settings.train.model, len(cd.class_names), settings.data.image_size)
+        accuracies[name] = evaluate_accuracy(load_record_into(model, record), cd.test, device)
+    return Message(RecordDict({"metrics": MetricRecord(accuracies)}), reply_to=msg)
+
+
+app.query("info")(handle_info)
+app.train("lora")(handle_lora)
+app.train()(handle_fit_round)
+app.train("local")(handle_local)
+app.train("dsd")(handle_dsd)
+app.evaluate()(handle_evaluate)
+app.evaluate("cross")(handle_cross_evaluate)

@@ -1,0 +1,199 @@
+"""Talking to the clients: a byte-counting Grid, client discovery, and one-shot phase messages.
+
+Every reply that is missing (timeout, dead SuperNode) or carries an error (the ClientApp raised)
+is recorded as a failure of that client in that phase; the phase goes on with the others while at
+least `min-clients` answered, otherwise it raises `TooFewClientsError`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from logging import INFO, WARNING
+from typing import Iterable, Mapping
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+
+from warmfed_flwr.config import DEFAULTS
+from warmfed_flwr.results import RunRecorder
+from warmfed_flwr.transport import content_bytes
+
+RUN_CONFIG_KEY = "run-config"
+
+
+def run_config_record(run_config: Mapping[str, object]) -> ConfigRecord:
+    """The keys of the run config that differ from DEFAULTS (the client merges them over its DEFAULTS)."""
+    return ConfigRecord({k: v for k, v in run_config.items() if k not in DEFAULTS or v != DEFAULTS[k]})
+
+
+class TooFewClientsError(RuntimeError):
+    """Fewer than `min-clients` clients answered a phase."""
+
+
+class FederationMismatchError(RuntimeError):
+    """The SuperNodes do not match the number of clients the data is split into."""
+
+
+class MeteredGrid(Grid):
+    """A Grid that adds the payload bytes of every message to its client's bytes_down / bytes_up."""
+
+    def __init__(self, grid: Grid, recorder: RunRecorder) -> None:
+        self._grid = grid
+        self._recorder = recorder
+
+    def set_run(self, run):  # type: ignore[no-untyped-def]  # signature fixed by Grid
+        self._grid.set_run(run)
+
+    @property
+    def run(self):  # type: ignore[no-untyped-def]
+        return self._grid.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # type: ignore[no-untyped-def]
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        self._count_down(messages)
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies = list(self._grid.pull_messages(message_ids))
+        self._count_up(replies)
+        return replies
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        messages = list(messages)
+        self._count_down(messages)
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        self._count_up(replies)
+        return replies
+
+    def _count_down(self, messages: list[Message]) -> None:
+        for msg in messages:
+            client = self._recorder.client_of_node(msg.metadata.dst_node_id)
+            if client is not None:
+                client.bytes_down += content_bytes(msg.content)
+
+    def _count_up(self, replies: list[Message]) -> None:
+        for reply in replies:
+            client = self._recorder.client_of_node(reply.metadata.src_node_id)
+            if client is not None and not reply.has_error():
+                client.bytes_up += content_bytes(reply.content)
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """What a client tells the server at discovery."""
+
+    node_id: int
+    partition_id: int
+    num_partitions: int
+    domain: str
+    num_train: int
+    num_test: int
+    class_names: tuple[str, ...]
+
+
+def wait_for_nodes(grid: Grid, expected: int, wait_seconds: float) -> list[int]:
+    """Node ids once `expected` SuperNodes are connected, or whatever is connected after `wait_seconds`."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        node_ids = sorted(grid.get_node_ids())
+        if len(node_ids) >= expected or time.monotonic() >= deadline:
+            return node_ids
+        time.sleep(0.5)
+
+
+def send_phase(
+    grid: Grid,
+    recorder: RunRecorder,
+    phase: str,
+    message_type: str,
+    contents: Mapping[int, RecordDict],
+    run_config: Mapping[str, object],
+    timeout: float,
+    min_clients: int,
+) -> dict[int, RecordDict]:
+    """Send one message per node, return the good replies by node id, record every failure.
+
+    Each message also carries the run's flat config, so that every client trains with exactly the
+    settings the server uses (in-process simulation gives ClientApps an empty run-config).
+    """
+    messages = []
+    for node_id, content in contents.items():
+        content[RUN_CONFIG_KEY] = run_config_record(run_config)
+        messages.append(Message(content=content, dst_node_id=node_id, message_type=message_type))
+    log(INFO, "[%s] sending %s to %d clients", phase, message_type, len(messages))
+    replies = grid.send_and_receive(messages, timeout=timeout)
+    good: dict[int, RecordDict] = {}
+    for reply in replies:
+        node_id = reply.metadata.src_node_id
+        if reply.has_error():
+            recorder.add_failure(phase, node_id, f"client error: {reply.error.reason}")
+            log(WARNING, "[%s] node %d failed: %s", phase, node_id, reply.error.reason)
+        else:
+            good[node_id] = reply.content
+    for node_id in contents:
+        if node_id not in good and not any(
+            f["node_id"] == node_id and f["phase"] == phase for f in recorder.failures
+        ):
+            recorder.add_failure(phase, node_id, f"no reply within {timeout:.0f} s")
+            log(WARNING, "[%s] node %d did not reply within %.0f s", phase, node_id, timeout)
+    if len(good) < min_clients:
+        raise TooFewClientsError(
+            f"phase '{phase}': only {len(good)} of {len(contents)} clients answered, "
+            f"fewer than min-clients={min_clients}; see failures in results.json"
+        )
+    return good
+
+
+def discover_clients(
+    grid: Grid,
+    recorder: RunRecorder,
+    expected: int,
+    run_config: Mapping[str, object],
+    timeout: float,
+    min_clients: int,
+    wait_seconds: float = 120.0,
+) -> list[ClientInfo]:
+    """Find the SuperNodes, ask each which partition it holds, and check they match the data's split."""
+    node_ids = wait_for_nodes(grid, expected, wait_seconds)
+    if len(node_ids) > expected:
+        raise FederationMismatchError(
+            f"{len(node_ids)} SuperNodes are connected but the data is split into {expected} clients; "
+            f"start the run with --federation-config 'num-supernodes={expected}'"
+        )
+    replies = send_phase(
+        grid, recorder, "discover", "query.info", {n: RecordDict() for n in node_ids}, run_config, timeout, min_clients
+    )
+    infos = []
+    for node_id, content in sorted(replies.items()):
+        rec = content["info"]
+        info = ClientInfo(
+            node_id=node_id,
+            partition_id=int(rec["partition-id"]),
+            num_partitions=int(rec["num-partitions"]),
+            domain=str(rec["domain"]),
+            num_train=int(rec["num-train"]),
+            num_test=int(rec["num-test"]),
+            class_names=tuple(str(n) for n in rec["class-names"]),
+        )
+        if info.num_partitions != expected:
+            raise FederationMismatchError(
+                f"SuperNode {node_id} was started with num-partitions={info.num_partitions} but the data is "
+                f"split into {expected} clients; run with --federation-config 'num-supernodes={expected}' "
+                f"(deployment: --node-config 'partition-id=K num-partitions={expected}')"
+            )
+        infos.append(info)
+    seen = [i.partition_id for i in infos]
+    if len(set(seen)) != len(seen):
+        raise FederationMismatchError(f"two SuperNodes claim the same partition-id: {sorted(seen)}")
+    for info in infos:
+        recorder.add_client(info.partition_id, info.domain, info.node_id)
+    log(INFO, "[discover] %d clients: %s", len(infos), ", ".join(f"{i.partition_id}:{i.domain}" for i in infos))
+    return infos

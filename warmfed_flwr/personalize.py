@@ -1,0 +1,36 @@
+"""The personalization phase shared by WarmFed/FGL (DSD) and fedavg-ft (plain fine-tuning)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.serverapp import Grid
+
+from warmfed_flwr.config import Settings
+from warmfed_flwr.federation import ClientInfo, send_phase
+from warmfed_flwr.results import RunRecorder
+
+
+def personalize(
+    grid: Grid,
+    recorder: RunRecorder,
+    clients: list[ClientInfo],
+    global_arrays: ArrayRecord,
+    settings: Settings,
+    run_config: Mapping[str, object],
+    dsd_mode: str,
+) -> None:
+    """Send the global model to every client for `train.dsd`; record global and personalized accuracy."""
+    contents = {
+        c.node_id: RecordDict({"arrays": global_arrays, "config": ConfigRecord({"dsd-mode": dsd_mode})})
+        for c in clients
+    }
+    replies = send_phase(grid, recorder, "dsd", "train.dsd", contents, run_config, settings.timeout, settings.min_clients)
+    for node_id, content in replies.items():
+        client = recorder.client_of_node(node_id)
+        if client is None:
+            continue
+        metrics = content["metrics"]
+        client.global_acc = float(metrics["global-acc"])
+        client.personal_acc = float(metrics["personal-acc"])

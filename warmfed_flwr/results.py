@@ -1,0 +1,173 @@
+"""What a run leaves behind: results.json (written after every phase), summary.md and run_config.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+
+@dataclass
+class ClientResult:
+    """One client's numbers; accuracies stay None where the method has no such model."""
+
+    partition_id: int
+    domain: str
+    node_id: int
+    global_acc: float | None = None
+    personal_acc: float | None = None
+    bytes_up: int = 0
+    bytes_down: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON through a temporary file and an atomic rename, so a reader never sees half a file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False))
+    os.replace(tmp, path)
+
+
+class RunRecorder:
+    """Collects per-client results, phase timings, rounds and failures, and writes them out."""
+
+    def __init__(self, out_dir: Path, method: str, rounds: int, seed: int, dataset: str) -> None:
+        self.out_dir = out_dir
+        self.method = method
+        self.rounds = rounds
+        self.seed = seed
+        self.dataset = dataset
+        self.clients: dict[int, ClientResult] = {}
+        self.phases: list[dict[str, Any]] = []
+        self.round_history: list[dict[str, Any]] = []
+        self.failures: list[dict[str, Any]] = []
+        self._node_to_partition: dict[int, int] = {}
+        out_dir.mkdir(parents=True, exist_ok=True)
+
+    def add_client(self, partition_id: int, domain: str, node_id: int) -> ClientResult:
+        """Register a client found at discovery."""
+        result = ClientResult(partition_id=partition_id, domain=domain, node_id=node_id)
+        self.clients[partition_id] = result
+        self._node_to_partition[node_id] = partition_id
+        return result
+
+    def client_of_node(self, node_id: int) -> ClientResult | None:
+        """The client a SuperNode serves, if it was discovered."""
+        pid = self._node_to_partition.get(node_id)
+        return None if pid is None else self.clients[pid]
+
+    def add_failure(self, phase: str, node_id: int, reason: str) -> None:
+        """Record that a client failed in a phase; the run goes on without it."""
+        client = self.client_of_node(node_id)
+        self.failures.append(
+            {
+                "phase": phase,
+                "partition_id": None if client is None else client.partition_id,
+                "domain": None if client is None else client.domain,
+                "node_id": node_id,
+                "reason": reason,
+            }
+        )
+
+    def add_round(self, phase: str, server_round: int, accuracies: Mapping[int, float]) -> None:
+        """Record the global model's accuracy per client (by partition id) after a round."""
+        self.round_history.append(
+            {
+                "phase": phase,
+                "round": server_round,
+                "global_acc": {str(pid): acc for pid, acc in sorted(accuracies.items())},
+                "average": _mean(list(accuracies.values())),
+            }
+        )
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase and write results.json when it ends (also when it fails)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases.append({"name": name, "seconds": round(time.perf_counter() - start, 3)})
+            self.write()
+
+    def averages(self) -> dict[str, float | None]:
+        """Means over clients, and the worst client's personalized accuracy."""
+        g = [c.global_acc for c in self.clients.values() if c.global_acc is not None]
+        p = [c.personal_acc for c in self.clients.values() if c.personal_acc is not None]
+        return {
+            "global_acc": _mean(g),
+            "personal_acc": _mean(p),
+            "personal_acc_min": min(p) if p else None,
+            "bytes_up": sum(c.bytes_up for c in self.clients.values()),
+            "bytes_down": sum(c.bytes_down for c in self.clients.values()),
+        }
+
+    def domain_averages(self) -> dict[str, dict[str, float | None]]:
+        """Mean global and personalized accuracy per domain."""
+        out: dict[str, dict[str, float | None]] = {}
+        for domain in sorted({c.domain for c in self.clients.values()}):
+            members = [c for c in self.clients.values() if c.domain == domain]
+            out[domain] = {
+                "global_acc": _mean([c.global_acc for c in members if c.global_acc is not None]),
+                "personal_acc": _mean([c.personal_acc for c in members if c.personal_acc is not None]),
+            }
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """The results.json document."""
+        return {
+            "method": self.method,
+            "rounds": self.rounds,
+            "seed": self.seed,
+            "dataset": self.dataset,
+            "clients": [asdict(c) for c in sorted(self.clients.values(), key=lambda c: c.partition_id)],
+            "averages": self.averages(),
+            "domains": self.domain_averages(),
+            "phases": self.phases,
+            "round_history": self.round_history,
+            "failures": self.failures,
+            "seconds_total": round(sum(p["seconds"] for p in self.phases), 3),
+        }
+
+    def write(self) -> None:
+        """Write results.json (atomically) and summary.md."""
+        write_json_atomic(self.out_dir / "results.json", self.to_dict())
+        (self.out_dir / "summary.md").write_text(self.summary_markdown())
+
+    def summary_markdown(self) -> str:
+        """A markdown table per client plus averages, phases and failures."""
+
+        def fmt(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3f}"
+
+        lines = [
+            f"# {self.method} (rounds={self.rounds}, seed={self.seed}, data={self.dataset})",
+            "",
+            "| client | domain | global acc | personalized acc | bytes up | bytes down |",
+            "|---|---|---|---|---|---|",
+        ]
+        for c in sorted(self.clients.values(), key=lambda c: c.partition_id):
+            lines.append(
+                f"| {c.partition_id} | {c.domain} | {fmt(c.global_acc)} | {fmt(c.personal_acc)} "
+                f"| {c.bytes_up:,} | {c.bytes_down:,} |"
+            )
+        avg = self.averages()
+        lines.append(
+            f"| **mean** | | **{fmt(avg['global_acc'])}** | **{fmt(avg['personal_acc'])}** "
+            f"| {avg['bytes_up']:,} | {avg['bytes_down']:,} |"
+        )
+        lines += ["", "| phase | seconds |", "|---|---|"]
+        lines += [f"| {p['name']} | {p['seconds']:.1f} |" for p in self.phases]
+        if self.failures:
+            lines += ["", "Failures:"]
+            lines += [f"- {f['phase']}: client {f['partition_id']} (node {f['node_id']}): {f['reason']}" for f in self.failures]
+        return "\n".join(lines) + "\n"

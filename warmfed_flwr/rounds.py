@@ -1,0 +1,135 @@
+"""Federated rounds through any `flwr.serverapp.strategy` aggregation, recorded per client.
+
+`RecordingStrategy` wraps a user's or a built-in Flower strategy: it adds the run config to every
+message, records each client's failures and per-round accuracy, enforces `min-clients`, and can
+fine-tune the aggregated model on the server (WarmFed/FGL: on the synthetic pool) after each round.
+"""
+
+from __future__ import annotations
+
+from logging import INFO
+from typing import Callable, Iterable, Mapping
+
+from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.logger import log
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+
+from warmfed_flwr.config import Settings
+from warmfed_flwr.federation import RUN_CONFIG_KEY, TooFewClientsError, run_config_record
+from warmfed_flwr.results import RunRecorder
+
+ServerUpdate = Callable[[ArrayRecord], ArrayRecord]
+
+
+def make_aggregation(settings: Settings, num_clients: int) -> Strategy:
+    """The Flower strategy named by `train.aggregation` (FedProx is also what method `fedprox` uses)."""
+    common = dict(
+        fraction_train=1.0,
+        fraction_evaluate=1.0,
+        min_train_nodes=settings.min_clients,
+        min_evaluate_nodes=settings.min_clients,
+        min_available_nodes=settings.min_clients,
+    )
+    aggregation = "fedprox" if settings.method == "fedprox" else settings.train.aggregation
+    if aggregation == "fedprox":
+        return FedProx(proximal_mu=settings.train.proximal_mu, **common)
+    if aggregation == "fedadam":
+        return FedAdam(eta=settings.train.server_lr, eta_l=settings.train.lr, **common)
+    return FedAvg(**common)
+
+
+class RecordingStrategy(Strategy):
+    """Delegates aggregation to `inner`; records failures and accuracies; optionally updates on the server."""
+
+    def __init__(
+        self,
+        inner: Strategy,
+        recorder: RunRecorder,
+        run_config: Mapping[str, object],
+        min_clients: int,
+        phase: str = "rounds",
+        server_update: ServerUpdate | None = None,
+    ) -> None:
+        self.inner = inner
+        self.recorder = recorder
+        self.run_config = dict(run_config)
+        self.min_clients = min_clients
+        self.phase = phase
+        self.server_update = server_update
+        self._sent: set[int] = set()
+
+    def summary(self) -> None:
+        self.inner.summary()
+
+    def _with_run_config(self, messages: Iterable[Message]) -> list[Message]:
+        messages = list(messages)
+        for msg in messages:
+            msg.content[RUN_CONFIG_KEY] = run_config_record(self.run_config)
+        self._sent = {msg.metadata.dst_node_id for msg in messages}
+        return messages
+
+    def _record_failures(self, server_round: int, replies: list[Message]) -> list[Message]:
+        good = []
+        answered = set()
+        for reply in replies:
+            node_id = reply.metadata.src_node_id
+            answered.add(node_id)
+            if reply.has_error():
+                self.recorder.add_failure(f"{self.phase}-{server_round}", node_id, f"client error: {reply.error.reason}")
+            else:
+                good.append(reply)
+        for node_id in self._sent - answered:
+            self.recorder.add_failure(f"{self.phase}-{server_round}", node_id, "no reply before the timeout")
+        if len(good) < self.min_clients:
+            raise TooFewClientsError(
+                f"{self.phase} round {server_round}: only {len(good)} clients answered, "
+                f"fewer than min-clients={self.min_clients}"
+            )
+        return good
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
+        return self._with_run_config(self.inner.configure_train(server_round, arrays, config, grid))
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        good = self._record_failures(server_round, list(replies))
+        arrays, metrics = self.inner.aggregate_train(server_round, good)
+        if arrays is not None and self.server_update is not None:
+            arrays = self.server_update(arrays)
+        return arrays, metrics
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        return self._with_run_config(self.inner.configure_evaluate(server_round, arrays, config, grid))
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        good = self._record_failures(server_round, list(replies))
+        accuracies: dict[int, float] = {}
+        for reply in good:
+            client = self.recorder.client_of_node(reply.metadata.src_node_id)
+            if client is not None:
+                client.global_acc = float(reply.content["metrics"]["accuracy"])
+                accuracies[client.partition_id] = client.global_acc
+        self.recorder.add_round(self.phase, server_round, accuracies)
+        log(INFO, "[%s] round %d: mean global accuracy %.3f", self.phase, server_round,
+            sum(accuracies.values()) / max(len(accuracies), 1))
+        self.recorder.write()
+        return self.inner.aggregate_evaluate(server_round, good)
+
+
+def run_rounds(
+    grid: Grid,
+    recorder: RunRecorder,
+    strategy: Strategy,
+    initial: ArrayRecord,
+    settings: Settings,
+    run_config: Mapping[str, object],
+    server_update: ServerUpdate | None = None,
+) -> ArrayRecord:
+    """`settings.rounds` rounds of `strategy` from `initial`; returns the final global arrays."""
+    recording = RecordingStrategy(strategy, recorder, run_config, settings.min_clients, "rounds", server_update)
+    result = recording.start(grid=grid, initial_arrays=initial, num_rounds=settings.rounds, timeout=settings.timeout)
+    return result.arrays if result.arrays is not None else initial

@@ -1,0 +1,79 @@
+"""The ServerApp: read the settings, find the clients, run the chosen method, write the results."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from logging import INFO
+from pathlib import Path
+from typing import Any, Mapping
+
+from flwr.app import Context
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+from warmfed_flwr import data
+from warmfed_flwr.baselines import run_centralized, run_federated, run_local
+from warmfed_flwr.config import Settings, merge_run_config
+from warmfed_flwr.federation import ClientInfo, FederationMismatchError, MeteredGrid, discover_clients
+from warmfed_flwr.results import RunRecorder, write_json_atomic
+from warmfed_flwr.strategy import WarmFedStrategy
+
+
+def resolve_output_dir(output_dir: str) -> Path:
+    """The absolute run directory: `output-dir` as given, or outputs/<date>-<time> under the working directory."""
+    if output_dir:
+        return Path(output_dir).expanduser().resolve()
+    return (Path.cwd() / "outputs" / datetime.now().strftime("%Y-%m-%d-%H%M%S")).resolve()
+
+
+def run_experiment(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Run one experiment end to end on `grid`; returns the results.json document."""
+    flat = merge_run_config(run_config)
+    settings = Settings.from_run_config(flat)
+    out_dir = resolve_output_dir(settings.output_dir)
+    recorder = RunRecorder(out_dir, settings.method, settings.rounds, settings.seed, settings.data.name)
+    write_json_atomic(out_dir / "run_config.json", flat)
+    log(INFO, "warmfed-flwr: method=%s rounds=%d seed=%d -> %s", settings.method, settings.rounds, settings.seed, out_dir)
+    metered = MeteredGrid(grid, recorder)
+    try:
+        with recorder.phase("discover"):
+            clients = discover_clients(
+                metered, recorder, data.num_clients(settings.data), flat, settings.timeout, settings.min_clients
+            )
+        class_names = agreed_class_names(clients)
+        num_classes = len(class_names)
+        if settings.method in ("warmfed", "fgl"):
+            WarmFedStrategy(
+                settings, flat, recorder, class_names, use_adapters=settings.method == "warmfed"
+            ).run(metered, clients)
+        elif settings.method in ("fedavg", "fedprox", "fedavg-ft"):
+            run_federated(metered, recorder, clients, settings, flat, num_classes)
+        elif settings.method == "local":
+            run_local(metered, recorder, clients, settings, flat, num_classes)
+        else:
+            run_centralized(recorder, clients, settings, num_classes)
+    finally:
+        recorder.write()
+    summary = recorder.summary_markdown()
+    print(summary, flush=True)
+    return recorder.to_dict()
+
+
+def agreed_class_names(clients: list[ClientInfo]) -> tuple[str, ...]:
+    """The class names every client reported at discovery; they must agree."""
+    names = {tuple(c.class_names) for c in clients}
+    if len(names) != 1:
+        raise FederationMismatchError(f"clients disagree on the class names: {sorted(names)}")
+    return names.pop()
+
+
+def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
+    """A ServerApp running `run_experiment` with the run-config, overlaid with `overrides` (tests, scripts)."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_experiment(grid, {**dict(context.run_config), **dict(overrides or {})})
+
+    return app

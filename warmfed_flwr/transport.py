@@ -1,0 +1,35 @@
+"""What crosses the network: models and adapters as ArrayRecords of named arrays, never pickles."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, RecordDict
+from torch import nn
+
+
+def model_to_record(model: nn.Module) -> ArrayRecord:
+    """The model's state dict (float tensors as they are) as an ArrayRecord."""
+    return ArrayRecord(model.state_dict())
+
+
+def load_record_into(model: nn.Module, record: ArrayRecord) -> nn.Module:
+    """Load an ArrayRecord produced by `model_to_record` into `model` (strict key match)."""
+    model.load_state_dict(record.to_torch_state_dict(), strict=True)
+    return model
+
+
+def arrays_to_record(arrays: Mapping[str, np.ndarray]) -> ArrayRecord:
+    """Named numpy arrays (an adapter) as an ArrayRecord, keys kept."""
+    return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in arrays.items()})
+
+
+def record_to_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """Named numpy arrays back from an ArrayRecord."""
+    return {name: array.numpy() for name, array in record.items()}
+
+
+def content_bytes(content: RecordDict) -> int:
+    """Payload bytes of a message's content (arrays, metrics and configs)."""
+    return sum(record.count_bytes() for record in content.values())
