@@ -55,13 +55,13 @@ def requested_config(preset: str | None, overrides: str | None, output_dir: str 
 def last_run_status(env: dict[str, str]) -> str:
     """Status of the newest run known to the local SuperLink, e.g. 'finished:completed'."""
     listing = subprocess.run(
-        ["flwr", "list", str(APP_DIR), "--format", "json"], capture_output=True, text=True, env=env, cwd=APP_DIR
+        ["flwr", "list", "--format", "json"], capture_output=True, text=True, env=env, cwd=APP_DIR
     )
     try:
         runs = json.loads(listing.stdout)["runs"]
     except (json.JSONDecodeError, KeyError):
         return f"unknown ({listing.stdout.strip()[-300:]} {listing.stderr.strip()[-300:]})"
-    newest = max(runs, key=lambda r: r.get("created-at", ""))
+    newest = max(runs, key=lambda r: r.get("pending-at", ""))
     return str(newest.get("status", "unknown"))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from functools import lru_cache
+from typing import Callable, Mapping
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
@@ -25,7 +26,7 @@ from warmfed_flwr.models import build_classifier
 from warmfed_flwr.training import evaluate_accuracy, pick_device, train_supervised
 from warmfed_flwr.transport import arrays_to_record, load_record_into, model_to_record
 
-app = ClientApp()
+Handler = Callable[[Message, Context], Message]
 
 
 def message_settings(msg: Message) -> Settings:
@@ -199,10 +200,24 @@ def handle_cross_evaluate(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"metrics": MetricRecord(accuracies)}), reply_to=msg)
 
 
-app.query("info")(handle_info)
-app.train("lora")(handle_lora)
-app.train()(handle_fit_round)
-app.train("local")(handle_local)
-app.train("dsd")(handle_dsd)
-app.evaluate()(handle_evaluate)
-app.evaluate("cross")(handle_cross_evaluate)
+HANDLERS: dict[str, Handler] = {
+    "query.info": handle_info,
+    "train.lora": handle_lora,
+    "train.default": handle_fit_round,
+    "train.local": handle_local,
+    "train.dsd": handle_dsd,
+    "evaluate.default": handle_evaluate,
+    "evaluate.cross": handle_cross_evaluate,
+}
+
+
+def build_client_app(handlers: Mapping[str, Handler] = HANDLERS) -> ClientApp:
+    """A ClientApp with one handler per message type ('<category>.<action>')."""
+    client_app = ClientApp()
+    for message_type, handler in handlers.items():
+        category, action = message_type.split(".")
+        getattr(client_app, category)(action)(handler)
+    return client_app
+
+
+app = build_client_app()

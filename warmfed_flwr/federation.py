@@ -124,6 +124,8 @@ def send_phase(
     Each message also carries the run's flat config, so that every client trains with exactly the
     settings the server uses (in-process simulation gives ClientApps an empty run-config).
     """
+    if not contents:
+        return {}
     messages = []
     for node_id, content in contents.items():
         content[RUN_CONFIG_KEY] = run_config_record(run_config)
@@ -152,24 +154,12 @@ def send_phase(
     return good
 
 
-def discover_clients(
-    grid: Grid,
-    recorder: RunRecorder,
-    expected: int,
-    run_config: Mapping[str, object],
-    timeout: float,
-    min_clients: int,
-    wait_seconds: float = 120.0,
+def _query_info(
+    grid: Grid, recorder: RunRecorder, node_ids: list[int], expected: int, run_config: Mapping[str, object], timeout: float
 ) -> list[ClientInfo]:
-    """Find the SuperNodes, ask each which partition it holds, and check they match the data's split."""
-    node_ids = wait_for_nodes(grid, expected, wait_seconds)
-    if len(node_ids) > expected:
-        raise FederationMismatchError(
-            f"{len(node_ids)} SuperNodes are connected but the data is split into {expected} clients; "
-            f"start the run with --federation-config 'num-supernodes={expected}'"
-        )
+    """Ask `node_ids` which partition they hold; fail fast when a node was started for another split."""
     replies = send_phase(
-        grid, recorder, "discover", "query.info", {n: RecordDict() for n in node_ids}, run_config, timeout, min_clients
+        grid, recorder, "discover", "query.info", {n: RecordDict() for n in node_ids}, run_config, timeout, 0
     )
     infos = []
     for node_id, content in sorted(replies.items()):
@@ -190,10 +180,38 @@ def discover_clients(
                 f"(deployment: --node-config 'partition-id=K num-partitions={expected}')"
             )
         infos.append(info)
+    return infos
+
+
+def discover_clients(
+    grid: Grid,
+    recorder: RunRecorder,
+    expected: int,
+    run_config: Mapping[str, object],
+    timeout: float,
+    min_clients: int,
+    wait_seconds: float = 120.0,
+) -> list[ClientInfo]:
+    """Find the SuperNodes, ask each which partition it holds, and check they match the data's split.
+
+    The first nodes are asked at once, so a federation sized for another split fails in seconds;
+    then discovery waits up to `wait_seconds` for the rest and goes on with at least `min_clients`.
+    """
+    infos = _query_info(grid, recorder, wait_for_nodes(grid, 1, wait_seconds), expected, run_config, timeout)
+    remaining = wait_for_nodes(grid, expected, wait_seconds)
+    if len(remaining) > expected:
+        raise FederationMismatchError(
+            f"{len(remaining)} SuperNodes are connected but the data is split into {expected} clients; "
+            f"start the run with --federation-config 'num-supernodes={expected}'"
+        )
+    asked = {i.node_id for i in infos}
+    infos += _query_info(grid, recorder, [n for n in remaining if n not in asked], expected, run_config, timeout)
+    if len(infos) < min_clients:
+        raise TooFewClientsError(f"only {len(infos)} of {expected} clients answered discovery (min-clients={min_clients})")
     seen = [i.partition_id for i in infos]
     if len(set(seen)) != len(seen):
         raise FederationMismatchError(f"two SuperNodes claim the same partition-id: {sorted(seen)}")
-    for info in infos:
+    for info in sorted(infos, key=lambda i: i.partition_id):
         recorder.add_client(info.partition_id, info.domain, info.node_id)
     log(INFO, "[discover] %d clients: %s", len(infos), ", ".join(f"{i.partition_id}:{i.domain}" for i in infos))
-    return infos
+    return sorted(infos, key=lambda i: i.partition_id)

@@ -1,0 +1,119 @@
+"""The real ServerApp and ClientApp end to end: in-process simulations and one `flwr run` through the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.app import Message
+
+from warmfed_flwr.federation import FederationMismatchError, TooFewClientsError
+from warmfed_flwr.client import HANDLERS, build_client_app, handle_lora, partition_id
+from warmfed_flwr.transport import arrays_to_record, record_to_arrays
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT_KEYS = {"method", "rounds", "seed", "clients", "averages", "phases", "failures"}
+CLIENT_KEYS = {"partition_id", "domain", "global_acc", "personal_acc", "bytes_up", "bytes_down"}
+
+
+def _two_domain_folder(three_domain_folder: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "two-domains"
+    root.mkdir()
+    for name in sorted(p.name for p in three_domain_folder.iterdir())[:2]:
+        (root / name).symlink_to(three_domain_folder / name)
+    return root
+
+
+def test_fedavg_in_process(run_in_process):
+    results = run_in_process({"method": "fedavg", "rounds": 2}, num_supernodes=4)
+    assert RESULT_KEYS <= results.keys()
+    assert [c["domain"] for c in results["clients"]] == ["clean", "inverted", "textured", "thick"]
+    for client in results["clients"]:
+        assert CLIENT_KEYS <= client.keys()
+        assert 0.0 <= client["global_acc"] <= 1.0 and client["personal_acc"] is None
+        assert client["bytes_up"] > 2 * 50_000 and client["bytes_down"] > client["bytes_up"]
+    assert [r["round"] for r in results["round_history"]] == [1, 2]
+    assert {p["name"] for p in results["phases"]} == {"discover", "rounds"}
+    assert results["failures"] == []
+
+
+def test_warmfed_with_two_clients_records_adapters_pool_and_both_accuracies(run_in_process, three_domain_folder, tmp_path):
+    root = _two_domain_folder(three_domain_folder, tmp_path)
+    results = run_in_process(
+        {"method": "warmfed", "rounds": 0, "data.name": "imagefolder", "data.root": str(root)}, num_supernodes=2
+    )
+    assert results["failures"] == []
+    assert [p["name"] for p in results["phases"]] == ["discover", "lora", "warmstart-generate", "warmstart-train", "dsd"]
+    for client in results["clients"]:
+        assert client["details"]["adapter_bytes"] > 0
+        assert client["details"]["synthetic_images"] == 20
+        assert client["global_acc"] is not None and client["personal_acc"] is not None
+        assert client["bytes_up"] > client["details"]["adapter_bytes"]
+
+
+def _failing_lora(msg: Message, context) -> Message:
+    """Partition 1 crashes, partition 2 sends an adapter with a NaN, the others behave."""
+    if partition_id(context) == 1:
+        raise RuntimeError("simulated crash during LoRA fit")
+    reply = handle_lora(msg, context)
+    if partition_id(context) == 2:
+        arrays = record_to_arrays(reply.content["adapter"])
+        first = sorted(arrays)[0]
+        arrays[first] = arrays[first].copy()
+        arrays[first].flat[0] = np.nan
+        reply.content["adapter"] = arrays_to_record(arrays)
+    return reply
+
+
+def test_warmfed_goes_on_without_a_crashing_client_and_a_bad_adapter(run_in_process, three_domain_folder):
+    app = build_client_app({**HANDLERS, "train.lora": _failing_lora})
+    results = run_in_process(
+        {"method": "warmfed", "data.name": "imagefolder", "data.root": str(three_domain_folder), "min-clients": 1,
+         "rounds": 0},
+        num_supernodes=3,
+        client_app=app,
+    )
+    failures = {(f["phase"], f["partition_id"]): f["reason"] for f in results["failures"]}
+    assert set(failures) == {("lora", 1), ("lora", 2)}
+    assert "simulated crash" in failures[("lora", 1)]
+    assert "partition 2" in failures[("lora", 2)] and "adapter rejected" in failures[("lora", 2)]
+    clients = {c["partition_id"]: c for c in results["clients"]}
+    assert "adapter_bytes" in clients[0]["details"] and "adapter_bytes" not in clients[2]["details"]
+    assert all(c["personal_acc"] is not None for c in clients.values())
+
+
+def test_below_min_clients_stops_with_a_clear_error_and_keeps_results(run_in_process, three_domain_folder, tmp_path):
+    app = build_client_app({**HANDLERS, "train.lora": _failing_lora})
+    with pytest.raises(TooFewClientsError, match="min-clients=2"):
+        run_in_process(
+            {"method": "warmfed", "data.name": "imagefolder", "data.root": str(three_domain_folder), "min-clients": 2},
+            num_supernodes=3,
+            client_app=app,
+        )
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {f["partition_id"] for f in results["failures"]} == {1, 2}
+    assert [p["name"] for p in results["phases"]] == ["discover", "lora"]
+
+
+def test_flwr_run_cli_completes_and_writes_results(tmp_path):
+    out = tmp_path / "cli-run"
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "flwr-home"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "flwr_run.py"), "--preset", str(ROOT / "conf" / "smoke.toml"),
+         "--run-config", 'method="fedavg"', "--output-dir", str(out)],
+        env=env, cwd=ROOT, check=True, timeout=600,
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert results["method"] == "fedavg" and len(results["clients"]) == 4
+    assert json.loads((out / "run_config.json").read_text())["output-dir"] == str(out)
+
+
+def test_federation_sized_for_another_split_fails_fast(run_in_process):
+    with pytest.raises(FederationMismatchError, match="num-supernodes=4"):
+        run_in_process({"method": "fedavg"}, num_supernodes=2)
