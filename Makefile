@@ -2,7 +2,7 @@
 # Both create or reuse .venv and set Flower's environment (project-local FLWR_HOME, no telemetry,
 # no update check, no runtime dependency installation).
 
-PYTHON ?= python3.11
+PYTHON ?= python3
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PRESET ?=
@@ -17,8 +17,8 @@ export PATH := $(VENV)/bin:$(PATH)
 .PHONY: setup run test bench
 
 $(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c "import sys; sys.exit(0 if sys.version_info >= (3, 11) else \"Python >= 3.11 is needed (flwr 1.42)\")"
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@

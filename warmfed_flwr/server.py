@@ -11,6 +11,7 @@ from typing import Any, Mapping
 from flwr.app import Context
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
 
 from warmfed_flwr import data
 from warmfed_flwr.baselines import run_centralized, run_federated, run_local
@@ -27,8 +28,14 @@ def resolve_output_dir(output_dir: str) -> Path:
     return (Path.cwd() / "outputs" / datetime.now().strftime("%Y-%m-%d-%H%M%S")).resolve()
 
 
-def run_experiment(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
-    """Run one experiment end to end on `grid`; returns the results.json document."""
+def run_experiment(
+    grid: Grid, run_config: Mapping[str, Any], round_strategy: Strategy | None = None
+) -> dict[str, Any]:
+    """Run one experiment end to end on `grid`; returns the results.json document.
+
+    `round_strategy` replaces the aggregation of WarmFed's/FGL's optional rounds (default: the
+    Flower strategy named by `train.aggregation`).
+    """
     flat = merge_run_config(run_config)
     settings = Settings.from_run_config(flat)
     out_dir = resolve_output_dir(settings.output_dir)
@@ -45,7 +52,7 @@ def run_experiment(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
         num_classes = len(class_names)
         if settings.method in ("warmfed", "fgl"):
             WarmFedStrategy(
-                settings, flat, recorder, class_names, use_adapters=settings.method == "warmfed"
+                settings, flat, recorder, class_names, round_strategy, use_adapters=settings.method == "warmfed"
             ).run(metered, clients)
         elif settings.method in ("fedavg", "fedprox", "fedavg-ft"):
             run_federated(metered, recorder, clients, settings, flat, num_classes)
