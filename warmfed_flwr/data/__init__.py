@@ -8,20 +8,14 @@ the server can call these functions freely.
 
 from __future__ import annotations
 
+import importlib
 from functools import lru_cache
 from typing import Callable
 
 import numpy as np
 
 from warmfed_flwr.config import DataSettings
-from warmfed_flwr.data.camelyon17 import camelyon17_domain_set
-from warmfed_flwr.data.digits_domains import digits_domain_set
-from warmfed_flwr.data.domainnet import domainnet_domain_set
 from warmfed_flwr.data.errors import DataError
-from warmfed_flwr.data.huggingface import huggingface_domain_set
-from warmfed_flwr.data.imagefolder import image_folder_domain_set
-from warmfed_flwr.data.office_caltech10 import office_caltech10_domain_set
-from warmfed_flwr.data.partition import domain_and_shard, shard_train_test
 from warmfed_flwr.data.seeding import derived_seed
 from warmfed_flwr.data.types import ClientData, DomainData, DomainSet, ImageSplit
 
@@ -38,22 +32,26 @@ __all__ = [
     "num_clients",
 ]
 
-DOMAIN_SET_LOADERS: dict[str, Callable[[DataSettings], DomainSet]] = {
-    "digits-domains": digits_domain_set,
-    "imagefolder": image_folder_domain_set,
-    "office-caltech10": office_caltech10_domain_set,
-    "domainnet": domainnet_domain_set,
-    "camelyon17": camelyon17_domain_set,
-    "huggingface": huggingface_domain_set,
+# data.name -> "module:function" building its DomainSet; imported on first use, so that importing
+# warmfed_flwr.data (e.g. for its types) pulls in neither scikit-learn nor the datasets library.
+DOMAIN_SET_LOADERS: dict[str, str] = {
+    "digits-domains": "warmfed_flwr.data.digits_domains:digits_domain_set",
+    "imagefolder": "warmfed_flwr.data.imagefolder:image_folder_domain_set",
+    "office-caltech10": "warmfed_flwr.data.office_caltech10:office_caltech10_domain_set",
+    "domainnet": "warmfed_flwr.data.domainnet:domainnet_domain_set",
+    "camelyon17": "warmfed_flwr.data.camelyon17:camelyon17_domain_set",
+    "huggingface": "warmfed_flwr.data.huggingface:huggingface_domain_set",
 }
 
 
 @lru_cache(maxsize=4)
 def load_domain_set(settings: DataSettings) -> DomainSet:
     """All domains of the configured data set with their train/test splits (cached; read-only)."""
-    loader = DOMAIN_SET_LOADERS.get(settings.name)
-    if loader is None:
+    target = DOMAIN_SET_LOADERS.get(settings.name)
+    if target is None:
         raise DataError(f"data.name={settings.name!r} has no loader; available: {', '.join(DOMAIN_SET_LOADERS)}")
+    module, function = target.split(":")
+    loader: Callable[[DataSettings], DomainSet] = getattr(importlib.import_module(module), function)
     return loader(settings)
 
 
@@ -70,6 +68,8 @@ def num_clients(settings: DataSettings) -> int:
 @lru_cache(maxsize=64)
 def _domain_shards(settings: DataSettings, domain_index: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per client of the domain, its positions in the domain's train and test split."""
+    from warmfed_flwr.data.partition import shard_train_test  # imported here: it needs the datasets library
+
     domain = load_domain_set(settings).domains[domain_index]
     return shard_train_test(
         domain.train.labels.numpy(),
@@ -92,6 +92,8 @@ def load_client_data(settings: DataSettings, partition_id: int) -> ClientData:
     total = num_clients(settings)
     if not 0 <= partition_id < total:
         raise DataError(f"client {partition_id} does not exist: data set {settings.name!r} has clients 0..{total - 1}")
+    from warmfed_flwr.data.partition import domain_and_shard
+
     domain_index, shard = domain_and_shard(partition_id, settings.clients_per_domain)
     domain_set = load_domain_set(settings)
     domain = domain_set.domains[domain_index]

@@ -1,0 +1,58 @@
+"""scripts/gpu_check.sh --small runs every phase on a CPU without the packages a bare GPU machine lacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PHASES = (
+    "build diffusion",
+    "lora client-0",
+    "lora client-1",
+    "generate client-0",
+    "generate client-1",
+    "release diffusion",
+    "global resnet18",
+    "dsd client-0",
+    "dsd client-1",
+)
+ABSENT_ON_GPU_MACHINE = ("flwr", "ray", "datasets", "flwr_datasets")
+IMPORT_BLOCKER = f"""
+import sys
+
+class AbsentOnGpuMachine:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {ABSENT_ON_GPU_MACHINE!r}:
+            raise ModuleNotFoundError(f"{{name}} is not installed on the GPU machine")
+        return None
+
+sys.meta_path.insert(0, AbsentOnGpuMachine())
+"""
+
+
+def test_small_gpu_check_prints_every_phase_and_writes_json(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(IMPORT_BLOCKER)
+    out = tmp_path / "check.json"
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONPATH": str(tmp_path), "OMP_NUM_THREADS": "1"}
+
+    result = subprocess.run(
+        [str(REPO / "scripts" / "gpu_check.sh"), "--small", "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    for phase in PHASES:
+        assert any(line.startswith(phase) and line.rstrip().endswith(("-", "MiB")) for line in lines), phase
+    assert any(line.startswith("device: ") for line in lines)
+    written = json.loads(out.read_text())
+    assert [row["phase"] for row in written["phases"]] == list(PHASES)
+    assert all(row["seconds"] > 0 for row in written["phases"])
+    assert written["synthetic_nonfinite_pixels"] == 0
