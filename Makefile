@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	$(PY) scripts/flwr_run.py $(if $(PRESET),--preset $(PRESET)) $(if $(RUN_CONFIG),--run-config '$(RUN_CONFIG)')
+	$(PY) -m warmfed_flwr.launch $(if $(PRESET),--preset $(PRESET)) $(if $(RUN_CONFIG),--run-config '$(RUN_CONFIG)')
 
 test: setup
 	$(PY) -m pytest -q

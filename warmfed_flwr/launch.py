@@ -1,7 +1,8 @@
 """Run the app with `flwr run` (Ray simulation), sized to the data, and check that it really finished.
 
-    python scripts/flwr_run.py [--preset conf/X.toml] [--run-config 'key=value ...'] [--output-dir DIR]
+    python -m warmfed_flwr.launch [--preset conf/X.toml] [--run-config 'key=value ...'] [--output-dir DIR]
 
+Run it from the project folder (the one holding pyproject.toml), or pass --app-dir.
 The number of simulated SuperNodes is set to the number of clients the data is split into. The
 output directory is resolved to an absolute path before the run starts. `flwr run --stream`
 exits 0 even when the ServerApp fails, so success is judged by results.json and `flwr list`.
@@ -23,12 +24,15 @@ from warmfed_flwr import data
 from warmfed_flwr.config import Settings, merge_run_config
 from warmfed_flwr.presets import load_preset
 
-APP_DIR = Path(__file__).resolve().parents[1]
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
     "FLWR_DISABLE_UPDATE_CHECK": "1",
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
 }
+
+
+class RunFailedError(RuntimeError):
+    """`flwr run` returned but the run did not finish as completed."""
 
 
 def toml_value(value: object) -> str:
@@ -52,10 +56,10 @@ def requested_config(preset: str | None, overrides: str | None, output_dir: str 
     return config
 
 
-def last_run_status(env: dict[str, str]) -> str:
+def last_run_status(env: dict[str, str], app_dir: Path) -> str:
     """Status of the newest run known to the local SuperLink, e.g. 'finished:completed'."""
     listing = subprocess.run(
-        ["flwr", "list", "--format", "json"], capture_output=True, text=True, env=env, cwd=APP_DIR
+        ["flwr", "list", "--format", "json"], capture_output=True, text=True, env=env, cwd=app_dir
     )
     try:
         runs = json.loads(listing.stdout)["runs"]
@@ -65,7 +69,7 @@ def last_run_status(env: dict[str, str]) -> str:
     return str(newest.get("status", "unknown"))
 
 
-def run_app(config: dict[str, object], num_cpus_per_client: int = 1) -> Path:
+def run_app(config: dict[str, object], app_dir: Path, num_cpus_per_client: int = 1) -> Path:
     """Run the app under `flwr run`; return the run directory, or exit non-zero if the run failed."""
     settings = Settings.from_run_config(config)
     out_dir = Path(settings.output_dir)
@@ -74,17 +78,20 @@ def run_app(config: dict[str, object], num_cpus_per_client: int = 1) -> Path:
     config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in sorted(config.items())))
     num_clients = data.num_clients(settings.data)
     env = {**os.environ, **FLOWER_ENV}
-    env.setdefault("FLWR_HOME", str(APP_DIR / ".flwr"))
+    env.setdefault("FLWR_HOME", str(app_dir / ".flwr"))
     federation = f"num-supernodes={num_clients} client-resources-num-cpus={num_cpus_per_client}"
     command = [
-        "flwr", "run", str(APP_DIR), "--stream", "--run-config", str(config_file), "--federation-config", federation,
+        "flwr", "run", str(app_dir), "--stream", "--run-config", str(config_file), "--federation-config", federation,
     ]
     print(f"$ {' '.join(command)}", flush=True)
-    subprocess.run(command, env=env, cwd=APP_DIR, check=True)
-    status = last_run_status(env)
+    subprocess.run(command, env=env, cwd=app_dir, check=True)
+    status = last_run_status(env, app_dir)
     results = out_dir / "results.json"
     if status != "finished:completed" or not results.exists():
-        sys.exit(f"run did not complete: status {status}, results.json {'present' if results.exists() else 'missing'} in {out_dir}")
+        raise RunFailedError(
+            f"run did not complete: status {status}, results.json {'present' if results.exists() else 'missing'} "
+            f"in {out_dir}"
+        )
     print((out_dir / "summary.md").read_text())
     print(f"results: {results}")
     return out_dir
@@ -95,8 +102,12 @@ def main() -> None:
     parser.add_argument("--preset", help="a TOML file under conf/")
     parser.add_argument("--run-config", help="overrides, e.g. 'method=\"fedavg\" rounds=5'")
     parser.add_argument("--output-dir", help="run directory (default outputs/<date>-<time>)")
+    parser.add_argument("--app-dir", default=".", help="the project folder holding pyproject.toml (default: .)")
     args = parser.parse_args()
-    run_app(requested_config(args.preset, args.run_config, args.output_dir))
+    try:
+        run_app(requested_config(args.preset, args.run_config, args.output_dir), Path(args.app_dir).resolve())
+    except RunFailedError as err:
+        sys.exit(str(err))
 
 
 if __name__ == "__main__":

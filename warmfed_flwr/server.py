@@ -17,6 +17,7 @@ from warmfed_flwr import data
 from warmfed_flwr.baselines import run_centralized, run_federated, run_local
 from warmfed_flwr.config import Settings, merge_run_config
 from warmfed_flwr.federation import ClientInfo, FederationMismatchError, MeteredGrid, discover_clients
+from warmfed_flwr.plots import save_accuracy_plot
 from warmfed_flwr.results import RunRecorder, write_json_atomic
 from warmfed_flwr.strategy import WarmFedStrategy
 
@@ -62,6 +63,9 @@ def run_experiment(
             run_centralized(recorder, clients, settings, num_classes)
     finally:
         recorder.write()
+    save_accuracy_plot(
+        out_dir / "accuracy.png", list(recorder.clients.values()), f"{settings.method}, rounds={settings.rounds}"
+    )
     summary = recorder.summary_markdown()
     print(summary, flush=True)
     return recorder.to_dict()

@@ -19,7 +19,9 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from warmfed_flwr import data
 from warmfed_flwr.config import Settings
+from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.federation import ClientInfo, TooFewClientsError, send_phase
 from warmfed_flwr.generative import load_backbone
@@ -27,6 +29,7 @@ from warmfed_flwr.generative.adapter import AdapterError, adapter_bytes, validat
 from warmfed_flwr.generative.base import Adapter
 from warmfed_flwr.models import build_classifier
 from warmfed_flwr.personalize import personalize
+from warmfed_flwr.plots import save_sample_grid
 from warmfed_flwr.results import RunRecorder
 from warmfed_flwr.rounds import make_aggregation, run_rounds
 from warmfed_flwr.training import pick_device, train_supervised
@@ -88,7 +91,9 @@ class WarmFedStrategy:
         else:
             sources = [(c, None, None) for c in clients]
         with rec.phase("warmstart-generate"):
-            pool = self.generate_pool(sources)
+            shares = self.generate_pool(sources)
+            self.save_samples(shares)
+        pool = ImageSplit(torch.cat([s.images for _, s in shares]), torch.cat([s.labels for _, s in shares]))
         with rec.phase("warmstart-train"):
             model = self.train_on_pool(pool)
         arrays = model_to_record(model.cpu())
@@ -136,22 +141,39 @@ class WarmFedStrategy:
             )
         return good
 
-    def generate_pool(self, sources: list[tuple[ClientInfo, Adapter | None, list[int] | None]]) -> ImageSplit:
+    def generate_pool(
+        self, sources: list[tuple[ClientInfo, Adapter | None, list[int] | None]]
+    ) -> list[tuple[ClientInfo, ImageSplit]]:
         """Phase `warmstart`: each source's share of the synthetic pool (from its adapter, or the base for FGL)."""
         s = self.settings
         backbone = load_backbone(s.lora)
-        images, labels = [], []
+        shares = []
         for i, (client, adapter, counts) in enumerate(sources):
             wanted = labels_for_client(counts, len(self.class_names), s.generate.images_per_client)
             seed = s.seed * 1_000_003 + client.partition_id * 101 + 7
             log(INFO, "[warmstart] generating %d images for partition %d (%s), %d of %d clients",
                 len(wanted), client.partition_id, client.domain, i + 1, len(sources))
             generated = backbone.generate(wanted, self.class_names, adapter, s.generate, s.data.image_size, seed)
-            images.append(generated)
-            labels.append(wanted)
+            shares.append((client, ImageSplit(generated, wanted)))
             self.recorder.clients[client.partition_id].details["synthetic_images"] = len(wanted)
         backbone.release()
-        return ImageSplit(torch.cat(images), torch.cat(labels))
+        return shares
+
+    def save_samples(self, shares: list[tuple[ClientInfo, ImageSplit]]) -> None:
+        """samples.png: each client's synthetic images next to real ones of its domain.
+
+        Real rows appear only where the server process can read the data itself (simulations of
+        the embedded or an on-disk data set); a deployed server never sees client images.
+        """
+        rows = []
+        for client, share in shares:
+            rows.append((f"synthetic {client.partition_id}\n{client.domain}", share))
+            try:
+                rows.append((f"real {client.partition_id}\n{client.domain}",
+                             data.load_client_data(self.settings.data, client.partition_id).train))
+            except (DataError, OSError) as err:
+                log(INFO, "[warmstart] samples.png without real images of partition %d: %s", client.partition_id, err)
+        save_sample_grid(self.recorder.out_dir / "samples.png", rows, self.class_names)
 
     def train_on_pool(self, pool: ImageSplit) -> torch.nn.Module:
         """The warm start: a fresh global classifier trained on the synthetic pool (server-side fine-tuning)."""

@@ -1,0 +1,70 @@
+"""Run the comparison matrix through the real app (`flwr run`), resumably, and write the report.
+
+    python -m warmfed_flwr.benchmark --preset conf/smoke.toml --csv benchmarks/digits-domains.csv \
+        [--seeds 0 1 2] [--methods warmfed fedavg ...] [--name digits-domains]
+
+Rows already in the CSV are skipped, so an interrupted matrix continues where it stopped. The
+report (report.md, accuracy_vs_bytes.png, accuracy_vs_rounds.png) is written next to the CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+from warmfed_flwr.benchmark.matrix import default_matrix, select
+from warmfed_flwr.benchmark.report import write_report
+from warmfed_flwr.benchmark.rows import append_rows, is_done, read_rows, rows_from_results
+from warmfed_flwr.launch import requested_config, run_app, toml_value
+
+
+def format_seconds(seconds: float) -> str:
+    """h:mm:ss."""
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", help="base run-config preset (TOML)")
+    parser.add_argument("--run-config", help="extra overrides for every run, e.g. 'generate.steps=10'")
+    parser.add_argument("--csv", required=True, type=Path, help="the results CSV (created or continued)")
+    parser.add_argument("--name", help="dataset label in the CSV (default: the CSV's file stem)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", help="method labels to run (default: the whole matrix)")
+    parser.add_argument("--runs-dir", type=Path, help="where run directories go (default: <csv stem>-runs/ beside the CSV)")
+    parser.add_argument("--app-dir", type=Path, default=Path("."), help="the project folder (default: .)")
+    args = parser.parse_args()
+
+    dataset = args.name or args.csv.stem
+    runs_dir = (args.runs_dir or args.csv.with_name(f"{args.csv.stem}-runs")).resolve()
+    cells = [(entry, seed) for entry in select(default_matrix(), args.methods) for seed in args.seeds]
+    existing = read_rows(args.csv)
+    todo = [(e, s) for e, s in cells if not is_done(existing, dataset, e.label, e.rounds, s)]
+    print(f"[bench] {len(cells)} cells, {len(cells) - len(todo)} already in {args.csv}, {len(todo)} to run", flush=True)
+    started = time.perf_counter()
+    for done, (entry, seed) in enumerate(todo):
+        out_dir = runs_dir / f"{entry.label}-r{entry.rounds}-s{seed}"
+        overrides = " ".join(f"{k}={toml_value(v)}" for k, v in entry.run_config(seed).items())
+        if args.run_config:
+            overrides = f"{args.run_config} {overrides}"
+        config = requested_config(args.preset, overrides, str(out_dir))
+        t0 = time.perf_counter()
+        run_app(config, args.app_dir.resolve())
+        seconds = time.perf_counter() - t0
+        results = json.loads((out_dir / "results.json").read_text())
+        append_rows(args.csv, rows_from_results(dataset, entry.label, results, seconds))
+        elapsed = time.perf_counter() - started
+        remaining = elapsed / (done + 1) * (len(todo) - done - 1)
+        print(
+            f"[bench] {done + 1}/{len(todo)} {entry.label} rounds={entry.rounds} seed={seed}: "
+            f"{seconds:.0f} s; elapsed {format_seconds(elapsed)}, about {format_seconds(remaining)} left",
+            flush=True,
+        )
+    write_report(args.csv, dataset)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""The benchmark CSV: one row per (dataset, method, rounds, seed, metric); rows present are not recomputed."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Iterable
+
+COLUMNS = ("dataset", "method", "rounds", "seed", "metric", "value")
+RowKey = tuple[str, str, int, int, str]
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """All rows of the CSV (empty when the file does not exist yet)."""
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{path}: expected columns {', '.join(COLUMNS)}, found {reader.fieldnames}")
+        return [
+            {**row, "rounds": int(row["rounds"]), "seed": int(row["seed"]), "value": float(row["value"])}
+            for row in reader
+        ]
+
+
+def row_key(row: dict[str, Any]) -> RowKey:
+    """The identity of a row."""
+    return (row["dataset"], row["method"], int(row["rounds"]), int(row["seed"]), row["metric"])
+
+
+def is_done(existing: Iterable[dict[str, Any]], dataset: str, method: str, rounds: int, seed: int) -> bool:
+    """True when this cell already has its seconds row, the one written last for every run."""
+    return (dataset, method, rounds, seed, "seconds") in {row_key(r) for r in existing}
+
+
+def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Append rows (writing the header for a new file), flushed so an interrupted matrix keeps them."""
+    new = not path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)
+        f.flush()
+
+
+def rows_from_results(dataset: str, label: str, results: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
+    """The CSV rows of one run's results.json; metrics a method lacks are left out; `seconds` comes last."""
+    averages = results["averages"]
+    metrics: dict[str, float | None] = {
+        "global_acc": averages["global_acc"],
+        "personal_acc": averages["personal_acc"],
+        "personal_acc_min": averages["personal_acc_min"],
+        "bytes_up": averages["bytes_up"],
+        "bytes_down": averages["bytes_down"],
+    }
+    for domain, values in results.get("domains", {}).items():
+        metrics[f"global_acc:{domain}"] = values["global_acc"]
+    for client in results["clients"]:
+        metrics[f"personal_acc:client{client['partition_id']}"] = client["personal_acc"]
+    metrics["seconds"] = seconds
+    base = {"dataset": dataset, "method": label, "rounds": results["rounds"], "seed": results["seed"]}
+    return [{**base, "metric": name, "value": value} for name, value in metrics.items() if value is not None]
