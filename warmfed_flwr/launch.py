@@ -69,7 +69,7 @@ def last_run_status(env: dict[str, str], app_dir: Path) -> str:
     return str(newest.get("status", "unknown"))
 
 
-def run_app(config: dict[str, object], app_dir: Path, num_cpus_per_client: int = 1) -> Path:
+def run_app(config: dict[str, object], app_dir: Path, cpus_per_client: int = 1, gpus_per_client: float = 0.0) -> Path:
     """Run the app under `flwr run`; return the run directory, or exit non-zero if the run failed."""
     settings = Settings.from_run_config(config)
     out_dir = Path(settings.output_dir)
@@ -79,7 +79,10 @@ def run_app(config: dict[str, object], app_dir: Path, num_cpus_per_client: int =
     num_clients = data.num_clients(settings.data)
     env = {**os.environ, **FLOWER_ENV}
     env.setdefault("FLWR_HOME", str(app_dir / ".flwr"))
-    federation = f"num-supernodes={num_clients} client-resources-num-cpus={num_cpus_per_client}"
+    federation = (
+        f"num-supernodes={num_clients} client-resources-num-cpus={cpus_per_client} "
+        f"client-resources-num-gpus={gpus_per_client}"
+    )
     command = [
         "flwr", "run", str(app_dir), "--stream", "--run-config", str(config_file), "--federation-config", federation,
     ]
@@ -103,9 +106,18 @@ def main() -> None:
     parser.add_argument("--run-config", help="overrides, e.g. 'method=\"fedavg\" rounds=5'")
     parser.add_argument("--output-dir", help="run directory (default outputs/<date>-<time>)")
     parser.add_argument("--app-dir", default=".", help="the project folder holding pyproject.toml (default: .)")
+    parser.add_argument("--cpus-per-client", type=int, default=1, help="Ray CPUs per simulated client (integer)")
+    parser.add_argument(
+        "--gpus-per-client", type=float, default=0.0, help="GPU share per client, e.g. 0.25 for 4 clients per GPU"
+    )
     args = parser.parse_args()
     try:
-        run_app(requested_config(args.preset, args.run_config, args.output_dir), Path(args.app_dir).resolve())
+        run_app(
+            requested_config(args.preset, args.run_config, args.output_dir),
+            Path(args.app_dir).resolve(),
+            args.cpus_per_client,
+            args.gpus_per_client,
+        )
     except RunFailedError as err:
         sys.exit(str(err))
 
