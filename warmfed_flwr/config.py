@@ -26,6 +26,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "min-clients": 2,
     "timeout": 900.0,
     "output-dir": "",
+    "cache-dir": "",
     "data.name": "digits-domains",
     "data.root": "",
     "data.image-size": 16,
@@ -204,6 +205,7 @@ class Settings:
     min_clients: int
     timeout: float
     output_dir: str
+    cache_dir: str
     server_epochs: int
     server_round_epochs: int
     data: DataSettings
@@ -227,6 +229,7 @@ class Settings:
             min_clients=r.at_least("min-clients", 1),
             timeout=r.positive("timeout"),
             output_dir=flat["output-dir"],
+            cache_dir=flat["cache-dir"],
             server_epochs=r.at_least("server.epochs", 0),
             server_round_epochs=r.at_least("server.round-epochs", 0),
             data=DataSettings(

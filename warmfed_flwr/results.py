@@ -99,6 +99,11 @@ class RunRecorder:
             self.phases.append({"name": name, "seconds": round(time.perf_counter() - start, 3)})
             self.write()
 
+    def add_cached_phase(self, name: str, seconds: float) -> None:
+        """Record a phase whose artifacts were reused, with the seconds it took when it was computed."""
+        self.phases.append({"name": name, "seconds": round(seconds, 3), "cached": True})
+        self.write()
+
     def averages(self) -> dict[str, float | None]:
         """Means over clients, and the worst client's personalized accuracy."""
         g = [c.global_acc for c in self.clients.values() if c.global_acc is not None]
@@ -166,7 +171,7 @@ class RunRecorder:
             f"| {avg['bytes_up']:,} | {avg['bytes_down']:,} |"
         )
         lines += ["", "| phase | seconds |", "|---|---|"]
-        lines += [f"| {p['name']} | {p['seconds']:.1f} |" for p in self.phases]
+        lines += [f"| {p['name']}{' (cached)' if p.get('cached') else ''} | {p['seconds']:.1f} |" for p in self.phases]
         if self.failures:
             lines += ["", "Failures:"]
             lines += [f"- {f['phase']}: client {f['partition_id']} (node {f['node_id']}): {f['reason']}" for f in self.failures]

@@ -9,6 +9,7 @@ class conditioning only, and clients send nothing in the first phase.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from logging import INFO, WARNING
 from typing import Mapping
 
@@ -20,6 +21,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from warmfed_flwr import data
+from warmfed_flwr.artifacts import ArtifactCache, adapter_key, cache_key, pool_key
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.types import ImageSplit
@@ -34,6 +36,10 @@ from warmfed_flwr.results import RunRecorder
 from warmfed_flwr.rounds import make_aggregation, run_rounds
 from warmfed_flwr.training import pick_device, train_supervised
 from warmfed_flwr.transport import load_record_into, model_to_record, record_to_arrays
+
+
+# A client and what its share of the pool is generated from: its adapter (None: the base model) and label counts.
+Source = tuple[ClientInfo, Adapter | None, list[int] | None]
 
 
 @dataclass(frozen=True)
@@ -78,21 +84,20 @@ class WarmFedStrategy:
         self.round_strategy = round_strategy
         self.use_adapters = use_adapters
         self.device = pick_device()
+        self.cache = ArtifactCache(Path(settings.cache_dir).expanduser().resolve()) if settings.cache_dir else None
 
     def run(self, grid: Grid, clients: list[ClientInfo]) -> ArrayRecord:
         """All phases; returns the final global model's arrays."""
         rec = self.recorder
         if self.use_adapters:
-            with rec.phase("lora"):
-                adapters = self.collect_adapters(grid, clients)
-            sources: list[tuple[ClientInfo, Adapter | None, list[int] | None]] = [
-                (a.client, a.arrays, a.label_counts) for a in adapters
-            ]
+            adapters, source_key = self.adapters_for(grid, clients)
+            sources: list[Source] = [(a.client, a.arrays, a.label_counts) for a in adapters]
         else:
+            source_key = cache_key("base", self.settings.lora.backbone, self.settings.lora.model_path,
+                                   sorted(c.partition_id for c in clients))
             sources = [(c, None, None) for c in clients]
-        with rec.phase("warmstart-generate"):
-            shares = self.generate_pool(sources)
-            self.save_samples(shares)
+        shares = self.pool_for(sources, source_key)
+        self.save_samples(shares)
         pool = ImageSplit(torch.cat([s.images for _, s in shares]), torch.cat([s.labels for _, s in shares]))
         with rec.phase("warmstart-train"):
             model = self.train_on_pool(pool)
@@ -106,6 +111,63 @@ class WarmFedStrategy:
         with rec.phase("dsd"):
             personalize(grid, rec, clients, arrays, self.settings, self.run_config, self.settings.dsd.mode)
         return arrays
+
+    def adapters_for(self, grid: Grid, clients: list[ClientInfo]) -> tuple[list[ClientAdapter], str]:
+        """Phase `lora`, or its cached result; returns the adapters and their cache key."""
+        s, rec = self.settings, self.recorder
+        pids = [c.partition_id for c in clients]
+        key = adapter_key(s, pids)
+        cached = self.cache.load_adapters(key, pids) if self.cache else None
+        if cached is not None:
+            return self.reuse_adapters(clients, cached), key
+        before = {pid: (rec.clients[pid].bytes_up, rec.clients[pid].bytes_down) for pid in pids}
+        with rec.phase("lora"):
+            adapters = self.collect_adapters(grid, clients)
+        if self.cache and len(adapters) == len(clients):  # only complete, failure-free sets are reused
+            for a in adapters:
+                pid = a.client.partition_id
+                info = {
+                    "label_counts": a.label_counts,
+                    "fit_seconds": rec.clients[pid].details["fit_seconds"],
+                    "bytes_up": rec.clients[pid].bytes_up - before[pid][0],
+                    "bytes_down": rec.clients[pid].bytes_down - before[pid][1],
+                    "phase_seconds": rec.phases[-1]["seconds"],
+                }
+                self.cache.save_adapter(key, pid, a.arrays, info)
+        return adapters, key
+
+    def reuse_adapters(self, clients: list[ClientInfo], cached: dict[int, tuple[Adapter, dict]]) -> list[ClientAdapter]:
+        """Cached adapters, with the bytes and seconds they cost recorded as if the phase ran."""
+        adapters = []
+        for client in clients:
+            arrays, info = cached[client.partition_id]
+            result = self.recorder.clients[client.partition_id]
+            result.bytes_up += int(info["bytes_up"])
+            result.bytes_down += int(info["bytes_down"])
+            result.details["adapter_bytes"] = adapter_bytes(arrays)
+            result.details["fit_seconds"] = info["fit_seconds"]
+            counts = info["label_counts"] if self.settings.lora.send_label_counts else None
+            adapters.append(ClientAdapter(client, arrays, counts))
+        self.recorder.add_cached_phase("lora", float(next(iter(cached.values()))[1]["phase_seconds"]))
+        log(INFO, "[lora] reusing %d cached adapters from %s", len(adapters), self.cache.root if self.cache else "")
+        return adapters
+
+    def pool_for(self, sources: list[Source], source_key: str) -> list[tuple[ClientInfo, ImageSplit]]:
+        """Phase `warmstart-generate`, or its cached result."""
+        key = pool_key(self.settings, source_key)
+        cached = self.cache.load_pool(key) if self.cache else None
+        if cached is not None:
+            by_pid, seconds = cached
+            shares = [(client, by_pid[client.partition_id]) for client, _, _ in sources]
+            for client, share in shares:
+                self.recorder.clients[client.partition_id].details["synthetic_images"] = len(share)
+            self.recorder.add_cached_phase("warmstart-generate", seconds)
+            return shares
+        with self.recorder.phase("warmstart-generate"):
+            shares = self.generate_pool(sources)
+        if self.cache:
+            self.cache.save_pool(key, {c.partition_id: share for c, share in shares}, self.recorder.phases[-1]["seconds"])
+        return shares
 
     def collect_adapters(self, grid: Grid, clients: list[ClientInfo]) -> list[ClientAdapter]:
         """Phase `lora`: ask every client for its adapter; keep the ones that pass validation."""
@@ -141,9 +203,7 @@ class WarmFedStrategy:
             )
         return good
 
-    def generate_pool(
-        self, sources: list[tuple[ClientInfo, Adapter | None, list[int] | None]]
-    ) -> list[tuple[ClientInfo, ImageSplit]]:
+    def generate_pool(self, sources: list[Source]) -> list[tuple[ClientInfo, ImageSplit]]:
         """Phase `warmstart`: each source's share of the synthetic pool (from its adapter, or the base for FGL)."""
         s = self.settings
         backbone = load_backbone(s.lora)

@@ -3,8 +3,9 @@
     python -m warmfed_flwr.benchmark --preset conf/smoke.toml --csv benchmarks/digits-domains.csv \
         [--seeds 0 1 2] [--methods warmfed fedavg ...] [--name digits-domains]
 
-Rows already in the CSV are skipped, so an interrupted matrix continues where it stopped. The
-report (report.md, accuracy_vs_bytes.png, accuracy_vs_rounds.png) is written next to the CSV.
+Rows already in the CSV are skipped, so an interrupted matrix continues where it stopped.
+Adapters and synthetic pools are cached under <runs-dir>/cache and shared by the methods that
+would compute the same ones (see warmfed_flwr/artifacts.py). The report (report.md, accuracy_vs_bytes.png, accuracy_vs_rounds.png) is written next to the CSV.
 """
 
 from __future__ import annotations
@@ -47,14 +48,16 @@ def main() -> None:
     started = time.perf_counter()
     for done, (entry, seed) in enumerate(todo):
         out_dir = runs_dir / f"{entry.label}-r{entry.rounds}-s{seed}"
-        overrides = " ".join(f"{k}={toml_value(v)}" for k, v in entry.run_config(seed).items())
+        run_config = {"cache-dir": str(runs_dir / "cache"), **entry.run_config(seed)}
+        overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())
         if args.run_config:
             overrides = f"{args.run_config} {overrides}"
         config = requested_config(args.preset, overrides, str(out_dir))
         t0 = time.perf_counter()
         run_app(config, args.app_dir.resolve())
-        seconds = time.perf_counter() - t0
         results = json.loads((out_dir / "results.json").read_text())
+        # a phase reused from the cache counts with the seconds it took when it was computed
+        seconds = time.perf_counter() - t0 + sum(p["seconds"] for p in results["phases"] if p.get("cached"))
         append_rows(args.csv, rows_from_results(dataset, entry.label, results, seconds))
         elapsed = time.perf_counter() - started
         remaining = elapsed / (done + 1) * (len(todo) - done - 1)

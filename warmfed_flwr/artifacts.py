@@ -1,0 +1,111 @@
+"""Reusable WarmFed artifacts: client adapters and synthetic pools, stored as safetensors.
+
+With `cache-dir` set, work that is identical across runs (the same clients' adapters for the same
+data, LoRA settings, base model and seed; the same synthetic pool for the same adapters and
+generation settings) is computed once. The cache key is a hash of every setting that produces the
+artifact, so a changed setting never reuses a stale file. A reused phase is recorded in
+results.json with the seconds and bytes it cost when it was computed, marked `cached`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, is_dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from safetensors.numpy import load_file, save_file
+from safetensors import safe_open
+
+from warmfed_flwr.config import Settings
+from warmfed_flwr.data.types import ImageSplit
+
+
+def cache_key(*parts: Any) -> str:
+    """A short, stable hash of settings (dataclasses, dicts, scalars)."""
+
+    def plain(value: Any) -> Any:
+        return asdict(value) if is_dataclass(value) else value
+
+    blob = json.dumps([plain(p) for p in parts], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def adapter_key(settings: Settings, partition_ids: list[int]) -> str:
+    """Everything that determines the clients' adapters (label-count sharing does not change them)."""
+    lora = {k: v for k, v in asdict(settings.lora).items() if k != "send_label_counts"}
+    return cache_key("adapters", settings.data, lora, settings.seed, sorted(partition_ids))
+
+
+def pool_key(settings: Settings, source_key: str) -> str:
+    """Everything that determines the synthetic pool generated from `source_key`'s adapters (or the base)."""
+    return cache_key("pool", source_key, settings.generate, settings.data.image_size, settings.lora.send_label_counts,
+                     settings.seed)
+
+
+def save_arrays_atomic(path: Path, arrays: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
+    """safetensors file written to a temporary name and renamed, so a reader never sees half of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp), metadata=dict(metadata))
+    os.replace(tmp, path)
+
+
+def load_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Arrays and metadata of a safetensors file."""
+    with safe_open(str(path), framework="numpy") as f:
+        metadata = dict(f.metadata() or {})
+    return load_file(str(path)), metadata
+
+
+class ArtifactCache:
+    """Adapters and pools under one folder, keyed by `adapter_key` / `pool_key`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def adapter_path(self, key: str, partition_id: int) -> Path:
+        return self.root / f"adapters-{key}" / f"partition-{partition_id}.safetensors"
+
+    def save_adapter(self, key: str, partition_id: int, arrays: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> None:
+        """One client's adapter with what it cost (label counts, seconds, bytes) as JSON metadata."""
+        save_arrays_atomic(self.adapter_path(key, partition_id), arrays, {"info": json.dumps(dict(info))})
+
+    def load_adapters(self, key: str, partition_ids: list[int]) -> dict[int, tuple[dict[str, np.ndarray], dict[str, Any]]] | None:
+        """Every client's cached adapter and info, or None unless all of them are cached."""
+        paths = {pid: self.adapter_path(key, pid) for pid in partition_ids}
+        if not all(p.exists() for p in paths.values()):
+            return None
+        out = {}
+        for pid, path in paths.items():
+            arrays, metadata = load_arrays(path)
+            out[pid] = (arrays, json.loads(metadata["info"]))
+        return out
+
+    def pool_path(self, key: str) -> Path:
+        return self.root / f"pool-{key}.safetensors"
+
+    def save_pool(self, key: str, shares: Mapping[int, ImageSplit], seconds: float) -> None:
+        """Each client's share of the synthetic pool and the seconds generation took."""
+        arrays: dict[str, np.ndarray] = {}
+        for pid, split in shares.items():
+            arrays[f"images-{pid}"] = split.images.numpy()
+            arrays[f"labels-{pid}"] = split.labels.numpy()
+        save_arrays_atomic(self.pool_path(key), arrays, {"seconds": str(seconds)})
+
+    def load_pool(self, key: str) -> tuple[dict[int, ImageSplit], float] | None:
+        """The cached shares by partition id and their generation seconds, or None."""
+        path = self.pool_path(key)
+        if not path.exists():
+            return None
+        arrays, metadata = load_arrays(path)
+        pids = sorted(int(name.split("-", 1)[1]) for name in arrays if name.startswith("images-"))
+        shares = {
+            pid: ImageSplit(torch.from_numpy(arrays[f"images-{pid}"]), torch.from_numpy(arrays[f"labels-{pid}"]))
+            for pid in pids
+        }
+        return shares, float(metadata["seconds"])
