@@ -153,8 +153,8 @@ class WarmFedStrategy:
         return adapters
 
     def pool_for(self, sources: list[Source], source_key: str) -> list[tuple[ClientInfo, ImageSplit]]:
-        """Phase `warmstart-generate`, or its cached result."""
-        key = pool_key(self.settings, source_key)
+        """Phase `warmstart-generate`, or its cached result (keyed by the sources actually used)."""
+        key = pool_key(self.settings, cache_key(source_key, sorted(c.partition_id for c, _, _ in sources)))
         cached = self.cache.load_pool(key) if self.cache else None
         if cached is not None:
             by_pid, seconds = cached
