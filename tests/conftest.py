@@ -64,3 +64,13 @@ def three_domain_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
             pixels = (image.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
             Image.fromarray(pixels).save(folder / f"{counts[label]}.png")
     return root
+
+
+@pytest.fixture
+def two_domain_folder(three_domain_folder: Path, tmp_path: Path) -> Path:
+    """Two of the three digit domains: data.name="imagefolder" splits it into exactly 2 clients."""
+    root = tmp_path / "two-domains"
+    root.mkdir()
+    for name in sorted(p.name for p in three_domain_folder.iterdir())[:2]:
+        (root / name).symlink_to(three_domain_folder / name)
+    return root

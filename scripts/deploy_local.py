@@ -1,0 +1,353 @@
+"""Deploy the app on this machine the way a real federation runs: TLS, authenticated SuperNodes, `flwr run`.
+
+    python scripts/deploy_local.py --supernodes N --work-dir DIR
+        [--preset conf/smoke.toml] [--run-config 'method="fedavg"'] [--output-dir DIR/run] [--timeout 600]
+
+In DIR (which must be empty or new) it
+1. creates a throw-away CA and a server certificate for 127.0.0.1/localhost (openssl, P-384),
+2. creates one ECDSA P-384 key pair per SuperNode (ssh-keygen, the OpenSSH format Flower reads),
+3. starts `flower-superlink` with TLS and `--enable-supernode-auth` on a free loopback port,
+4. writes the connection `[superlink.local-tls]` (address, root-certificates) into
+   DIR/flwr-home/config.toml (FLWR_HOME of every `flwr` command) and registers each SuperNode's
+   public key with `flwr supernode register`: only these keys may connect,
+5. starts N `flower-supernode`s with the CA as root certificate, their private keys,
+   `--node-config "partition-id=K num-partitions=N"` and distinct free ports, and waits until all
+   N are online,
+6. runs `flwr run <app> local-tls --stream --run-config <config>` and checks that `flwr list` says
+   finished:completed and that results.json was written.
+Every process it started is stopped by PID when it ends: on success, on failure, on Ctrl-C and on
+SIGTERM. Logs: DIR/logs/. The number of SuperNodes must equal the number of clients the data is split
+into (4 for the embedded digits; a folder of 2 domains with data.name="imagefolder" gives 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import psutil
+from flwr.common.config import parse_config_args
+
+from warmfed_flwr import data
+from warmfed_flwr.config import ConfigError, Settings
+from warmfed_flwr.data import DataError
+from warmfed_flwr.launch import FLOWER_ENV, last_run_status, requested_config, toml_value
+
+APP_DIR = Path(__file__).resolve().parents[1]
+CONNECTION = "local-tls"
+HOST = "127.0.0.1"
+TOOLS = ("openssl", "ssh-keygen", "flower-superlink", "flower-supernode", "flwr")
+SERVER_CERT_EXTENSIONS = (
+    "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
+    "basicConstraints=critical,CA:FALSE\n"
+    "keyUsage=critical,digitalSignature\n"
+    "extendedKeyUsage=serverAuth\n"
+)
+
+
+class DeploymentError(RuntimeError):
+    """A step of the deployment failed; the message names the step and where its log is."""
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    """This environment with Flower's settings, FLWR_HOME, and this interpreter's bin/ first on PATH."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, **FLOWER_ENV, "FLWR_HOME": str(flwr_home), "PATH": path}
+
+
+def check_tools(env: dict[str, str]) -> None:
+    missing = [tool for tool in TOOLS if shutil.which(tool, path=env["PATH"]) is None]
+    if missing:
+        raise DeploymentError(f"not found on PATH: {', '.join(missing)} (openssl and ssh-keygen come with the OS)")
+
+
+def _check_call(command: list[str], what: str) -> None:
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise DeploymentError(f"{what} failed ({' '.join(command)}):\n{done.stderr.strip()}")
+
+
+def make_tls_files(folder: Path) -> TlsFiles:
+    """A throw-away CA (1 day) and a server certificate for 127.0.0.1 and localhost signed by it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = folder / "ca.key", folder / "ca.crt"
+    key, csr, cert, extensions = folder / "server.key", folder / "server.csr", folder / "server.crt", folder / "server.ext"
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-384", "-nodes"]
+    _check_call(["openssl", "req", "-x509", *new_key, "-keyout", str(ca_key), "-out", str(ca_cert), "-days", "1",
+                 "-subj", "/CN=warmfed-flwr throw-away CA"], "creating the CA")
+    _check_call(["openssl", "req", *new_key, "-keyout", str(key), "-out", str(csr), "-subj", "/CN=localhost"],
+                "creating the server key")
+    extensions.write_text(SERVER_CERT_EXTENSIONS)
+    _check_call(["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca_cert), "-CAkey", str(ca_key),
+                 "-CAcreateserial", "-days", "1", "-extfile", str(extensions), "-out", str(cert)],
+                "signing the server certificate")
+    _check_call(["openssl", "verify", "-CAfile", str(ca_cert), str(cert)], "verifying the server certificate")
+    return TlsFiles(ca_cert=ca_cert, server_cert=cert, server_key=key)
+
+
+def make_node_key(folder: Path, name: str) -> Path:
+    """An ECDSA P-384 key pair in OpenSSH format: returns the private key; the public key is beside it (.pub)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    private = folder / name
+    _check_call(["ssh-keygen", "-q", "-t", "ecdsa", "-b", "384", "-N", "", "-C", name, "-f", str(private)],
+                f"creating the key pair of {name}")
+    return private
+
+
+class Deployment:
+    """The SuperLink and SuperNodes of one deployment; leaving the `with` block stops each of them by PID."""
+
+    def __init__(self, work_dir: Path, tls: TlsFiles) -> None:
+        self.work_dir = work_dir
+        self.tls = tls
+        self.logs = work_dir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.cli_env = flower_env(work_dir / "flwr-home")
+        self.processes: list[tuple[str, subprocess.Popen, IO[str]]] = []
+        self.ports: set[int] = set()
+        self.superlink_port = 0
+
+    def __enter__(self) -> Deployment:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def free_port(self) -> int:
+        """A loopback port that is free now and not yet given to another process of this deployment."""
+        while True:
+            with socket.socket() as sock:
+                sock.bind((HOST, 0))
+                port = sock.getsockname()[1]
+            if port not in self.ports:
+                self.ports.add(port)
+                return port
+
+    def log_path(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def _start(self, name: str, command: list[str]) -> subprocess.Popen:
+        """Start a Flower process with its own FLWR_HOME (like a machine of its own); output to logs/NAME.log."""
+        log = self.log_path(name).open("w")
+        env = flower_env(self.work_dir / "homes" / name)
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.work_dir)
+        self.processes.append((name, process, log))
+        print(f"started {name} (pid {process.pid}): {' '.join(command)}", flush=True)
+        return process
+
+    def _log_tail(self, name: str, lines: int = 25) -> str:
+        return "\n".join(self.log_path(name).read_text(errors="replace").splitlines()[-lines:])
+
+    def start_superlink(self, wait_seconds: float = 60.0) -> None:
+        """flower-superlink with TLS (all APIs on one port) and SuperNode authentication; wait until it listens."""
+        self.superlink_port = self.free_port()
+        process = self._start("superlink", [
+            "flower-superlink",
+            "--ssl-ca-certfile", str(self.tls.ca_cert),
+            "--ssl-certfile", str(self.tls.server_cert),
+            "--ssl-keyfile", str(self.tls.server_key),
+            "--enable-supernode-auth",
+            "--disable-runtime-dependency-installation",
+            "--host", HOST, "--port", str(self.superlink_port),
+        ])
+        deadline = time.monotonic() + wait_seconds
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise DeploymentError(f"flower-superlink exited with {process.returncode}:\n{self._log_tail('superlink')}")
+            try:
+                socket.create_connection((HOST, self.superlink_port), timeout=1).close()
+                self.write_connection()
+                return
+            except OSError:
+                time.sleep(0.5)
+        raise DeploymentError(f"flower-superlink did not listen on {HOST}:{self.superlink_port} within {wait_seconds:.0f} s")
+
+    def write_connection(self) -> None:
+        """$FLWR_HOME/config.toml of the flwr CLI: the TLS connection to this SuperLink, also the default one."""
+        config = Path(self.cli_env["FLWR_HOME"]) / "config.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(
+            f"[superlink]\ndefault = {toml_value(CONNECTION)}\n\n"
+            f"[superlink.{CONNECTION}]\naddress = {toml_value(f'{HOST}:{self.superlink_port}')}\n"
+            f"root-certificates = {toml_value(str(self.tls.ca_cert))}\n"
+        )
+
+    def flwr(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """A `flwr` CLI command against this SuperLink (it must succeed)."""
+        command = ["flwr", *args]
+        done = subprocess.run(command, capture_output=True, text=True, env=self.cli_env, cwd=APP_DIR, timeout=timeout)
+        if done.returncode != 0:
+            raise DeploymentError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def register(self, private_key: Path) -> int:
+        """Register the public key beside `private_key`; returns the node id the SuperLink assigned."""
+        done = self.flwr("supernode", "register", f"{private_key}.pub", CONNECTION, "--format", "json")
+        return int(json.loads(done.stdout)["node-id"])
+
+    def nodes(self) -> list[dict]:
+        """The SuperLink's node list (`flwr supernode list --format json`)."""
+        return json.loads(self.flwr("supernode", "list", CONNECTION, "--format", "json").stdout)["nodes"]
+
+    def start_supernode(self, name: str, private_key: Path, partition_id: int, num_partitions: int) -> subprocess.Popen:
+        """flower-supernode over TLS (the CA as root certificate), authenticated by `private_key`, on a free port."""
+        port = self.free_port()
+        return self._start(name, [
+            "flower-supernode",
+            "--superlink", f"{HOST}:{self.superlink_port}",
+            "--root-certificates", str(self.tls.ca_cert),
+            "--auth-supernode-private-key", str(private_key),
+            "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}",
+            "--host", HOST, "--port", str(port),
+        ])
+
+    def wait_online(self, node_ids: list[int], wait_seconds: float = 60.0) -> None:
+        """Wait until every node in `node_ids` is online; fail early if a SuperNode process exits."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            for name, process, _ in self.processes:
+                if process.poll() is not None:
+                    raise DeploymentError(f"{name} exited with {process.returncode}:\n{self._log_tail(name)}")
+            online = {int(node["node-id"]) for node in self.nodes() if node["status"] == "online"}
+            if online >= set(node_ids):
+                return
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"SuperNodes {sorted(set(node_ids) - online)} not online after {wait_seconds:.0f} s")
+            time.sleep(1.0)
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop every started process by PID, with the helpers each spawned (flower-superexec, ServerApp and
+        ClientApp processes): SIGTERM to all at once, SIGKILL to those still alive after the grace time."""
+        helpers: list[psutil.Process] = []
+        for _, process, _ in self.processes:
+            if process.poll() is None:  # not reaped yet, so the PID is still this process's
+                try:
+                    helpers += psutil.Process(process.pid).children(recursive=True)
+                except psutil.NoSuchProcess:
+                    pass
+                process.terminate()
+        for helper in helpers:
+            try:
+                helper.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        deadline = time.monotonic() + grace_seconds
+        for _, process, _ in self.processes:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        _, alive = psutil.wait_procs(helpers, timeout=max(0.1, deadline - time.monotonic()))
+        for helper in alive:
+            try:
+                helper.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=grace_seconds)
+        while self.processes:
+            name, process, log = self.processes.pop(0)
+            log.close()
+            print(f"stopped {name} (pid {process.pid}, exit {process.returncode})", flush=True)
+
+def deploy_and_run(work_dir: Path, supernodes: int, config: dict[str, object], timeout: float) -> Path:
+    """Steps 1-6 of the module docstring; returns results.json. Raises DeploymentError on any failure."""
+    settings = Settings.from_run_config(config)
+    clients = data.num_clients(settings.data)
+    if clients != supernodes:
+        raise DeploymentError(
+            f"the run config splits the data ({settings.data.name}) into {clients} clients but --supernodes is "
+            f"{supernodes}; they must be equal (use --supernodes {clients}, or data.name=\"imagefolder\" "
+            f"data.root=<a folder with {supernodes} domain folders>)"
+        )
+    out_dir = Path(settings.output_dir)
+    results = out_dir / "results.json"
+    if results.exists():
+        raise DeploymentError(f"{results} exists already: choose a fresh --output-dir")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_file = out_dir / "requested_run_config.toml"
+    config_file.write_text("".join(f"{key} = {toml_value(value)}\n" for key, value in sorted(config.items())))
+
+    tls = make_tls_files(work_dir / "tls")
+    keys = [make_node_key(work_dir / "keys", f"supernode-{k}") for k in range(supernodes)]
+    with Deployment(work_dir, tls) as deployment:
+        deployment.start_superlink()
+        node_ids = [deployment.register(key) for key in keys]
+        for partition_id, key in enumerate(keys):
+            deployment.start_supernode(f"supernode-{partition_id}", key, partition_id, supernodes)
+        deployment.wait_online(node_ids)
+        print(f"SuperLink https://{HOST}:{deployment.superlink_port}, SuperNodes online: {node_ids}", flush=True)
+        command = ["flwr", "run", str(APP_DIR), CONNECTION, "--stream", "--run-config", str(config_file)]
+        print(f"$ {' '.join(command)}", flush=True)
+        try:
+            subprocess.run(command, env=deployment.cli_env, cwd=APP_DIR, check=True, timeout=timeout)
+        except subprocess.TimeoutExpired as error:
+            raise DeploymentError(f"flwr run did not finish within {timeout:.0f} s; logs in {deployment.logs}") from error
+        except subprocess.CalledProcessError as error:
+            raise DeploymentError(f"flwr run exited with {error.returncode}; logs in {deployment.logs}") from error
+        status = last_run_status(deployment.cli_env, APP_DIR)
+    if status != "finished:completed" or not results.exists():
+        raise DeploymentError(
+            f"run did not complete: status {status}, results.json {'present' if results.exists() else 'missing'} "
+            f"in {out_dir}; logs in {work_dir / 'logs'}"
+        )
+    return results
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through Deployment.__exit__, which stops the processes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--supernodes", type=int, required=True, help="number of SuperNodes (= clients of the data)")
+    parser.add_argument("--work-dir", type=Path, required=True, help="an empty or new folder for keys, logs, outputs")
+    parser.add_argument("--preset", default=str(APP_DIR / "conf" / "smoke.toml"), help="run-config preset (TOML)")
+    parser.add_argument("--run-config", default='method="fedavg"', help="key=value overrides of the preset")
+    parser.add_argument("--output-dir", type=Path, help="run directory (default WORK_DIR/run)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds for `flwr run`")
+    args = parser.parse_args()
+
+    if args.supernodes < 1:
+        parser.error("--supernodes must be at least 1")
+    work_dir = args.work_dir.expanduser().resolve()
+    if work_dir.exists() and any(work_dir.iterdir()):
+        parser.error(f"--work-dir {work_dir} is not empty")
+    try:
+        if "output-dir" in parse_config_args([args.run_config]):
+            parser.error("give the output directory with --output-dir, not in --run-config")
+        config = requested_config(args.preset, args.run_config, str(args.output_dir or work_dir / "run"))
+    except (ValueError, FileNotFoundError) as error:  # a bad preset or override, named by the message
+        parser.error(str(error))
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    started = time.monotonic()
+    try:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        check_tools(flower_env(work_dir / "flwr-home"))
+        results = deploy_and_run(work_dir, args.supernodes, config, args.timeout)
+    except (DeploymentError, ConfigError, DataError) as error:
+        sys.exit(f"deployment failed: {error}")
+    print((results.parent / "summary.md").read_text())
+    print(f"results: {results} ({time.monotonic() - started:.0f} s in all)")
+
+
+if __name__ == "__main__":
+    main()

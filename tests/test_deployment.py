@@ -1,0 +1,76 @@
+"""scripts/deploy_local.py: a TLS SuperLink with SuperNode authentication on loopback, real SuperNodes, `flwr run`."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "deploy_local.py"
+sys.path.insert(0, str(SCRIPT.parent))
+
+from deploy_local import Deployment, make_node_key, make_tls_files  # noqa: E402
+
+
+def _run_script(args: list[str], timeout: float) -> tuple[int, str]:
+    """Run deploy_local.py; on a timeout send it SIGTERM so that it stops its processes, then fail."""
+    process = subprocess.Popen([sys.executable, str(SCRIPT), *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=60)
+        raise AssertionError(f"deploy_local.py did not finish in {timeout:.0f} s:\n{output[-5000:]}") from None
+    finally:
+        if process.poll() is None:  # interrupted: the script stops its processes on SIGTERM
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+    return process.returncode, output
+
+
+def test_two_authenticated_supernodes_over_tls_complete_a_run(two_domain_folder, tmp_path):
+    work = tmp_path / "deploy"
+    overrides = f'method="fedavg" data.name="imagefolder" data.root="{two_domain_folder}"'
+    returncode, output = _run_script(["--supernodes", "2", "--work-dir", str(work), "--run-config", overrides],
+                                     timeout=300)
+    assert returncode == 0, output[-5000:]
+
+    results = json.loads((work / "run" / "results.json").read_text())
+    assert results["method"] == "fedavg" and results["failures"] == []
+    assert sorted(client["partition_id"] for client in results["clients"]) == [0, 1]
+    online = [int(n) for n in re.search(r"SuperNodes online: \[([\d, ]+)\]", output).group(1).split(",")]
+    assert sorted(client["node_id"] for client in results["clients"]) == sorted(online)
+
+    superlink_log = (work / "logs" / "superlink.log").read_text()
+    superlink_port = re.search(r"^started superlink .* --port (\d+)$", output, flags=re.MULTILINE).group(1)
+    assert f"running on https://127.0.0.1:{superlink_port}" in superlink_log
+    assert superlink_log.count("[Fleet.ActivateNode] Activated node_id=") == 2
+    started = [int(pid) for pid in re.findall(r"^started \S+ \(pid (\d+)\)", output, flags=re.MULTILINE)]
+    stopped = [int(pid) for pid in re.findall(r"^stopped \S+ \(pid (\d+),", output, flags=re.MULTILINE)]
+    assert len(started) == 3 and sorted(stopped) == sorted(started)
+    assert not any(psutil.pid_exists(pid) for pid in started)
+
+
+def test_supernode_with_an_unregistered_key_is_refused(tmp_path):
+    tls = make_tls_files(tmp_path / "tls")
+    registered = make_node_key(tmp_path / "keys", "registered")
+    intruder = make_node_key(tmp_path / "keys", "intruder")
+    with Deployment(tmp_path, tls) as deployment:
+        deployment.start_superlink()
+        registered_id = deployment.register(registered)
+        process = deployment.start_supernode("intruder", intruder, partition_id=0, num_partitions=1)
+        superlink_pid = deployment.processes[0][1].pid
+        returncode = process.wait(timeout=30)
+        nodes = deployment.nodes()
+    assert returncode != 0
+    assert "Failed to activate SuperNode" in deployment.log_path("intruder").read_text()
+    assert "No SuperNode found with the given public key" in deployment.log_path("superlink").read_text()
+    assert [(int(node["node-id"]), node["status"]) for node in nodes] == [(registered_id, "registered")]
+    assert not psutil.pid_exists(superlink_pid) and deployment.processes == []
