@@ -1,0 +1,229 @@
+"""Benchmark the tiny diffusion backbone: how faithful, small and fast are the clients' adapters?
+
+For each domain of digits-domains: fit the default LoRA adapter on the domain's train split,
+generate images for every class, and measure
+- class fidelity: accuracy on the generated images of a small CNN trained on that domain's real
+  train images (the intended digit is recognised),
+- domain fidelity: how often a domain classifier trained on all domains' real train images
+  assigns the generated images to this domain,
+and the same two for the base model without an adapter; adapter bytes vs base bytes, fit steps/s,
+generated images/s and that throughput as a fraction of this machine's fp32 matmul peak.
+
+    PYTHONPATH=. .venv/bin/python scripts/measure_generative.py [--domain inverted] [--set lora.rank=4]
+
+Writes one CSV row per (domain, adapter in {lora, base}) to benchmarks/generative.csv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.utils import save_image
+
+from warmfed_flwr.config import Settings
+from warmfed_flwr.data.digits_domains import load_digits_domains
+from warmfed_flwr.generative import adapter_bytes, adapter_config, load_backbone, validate_adapter
+
+COLUMNS = (
+    "domain",
+    "adapter",
+    "class_fidelity",
+    "domain_fidelity",
+    "adapter_bytes",
+    "base_bytes",
+    "fit_steps_per_s",
+    "gen_images_per_s",
+    "matmul_peak_fraction",
+)
+CLASSIFIER_EPOCHS = 40
+CLASSIFIER_BATCH = 64
+MATMUL_SIZE = 1024
+MATMUL_REPEATS = 10
+
+
+@dataclass(frozen=True)
+class Row:
+    """One CSV row; fit speed is None for the base model, which fits nothing."""
+
+    domain: str
+    adapter: str
+    class_fidelity: float
+    domain_fidelity: float
+    adapter_bytes: int
+    base_bytes: int
+    fit_steps_per_s: float | None
+    gen_images_per_s: float
+    matmul_peak_fraction: float
+
+    def as_csv(self) -> dict[str, str]:
+        """The row as CSV cells: floats to 4 significant digits, None as an empty cell."""
+        return {name: _cell(getattr(self, name)) for name in COLUMNS}
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def small_cnn(num_classes: int) -> nn.Module:
+    """A two-block CNN for 16 px RGB images (the judge, not the method's classifier)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Dropout(0.3),
+        nn.LazyLinear(128),
+        nn.ReLU(),
+        nn.Linear(128, num_classes),
+    )
+
+
+def shifted(images: torch.Tensor) -> torch.Tensor:
+    """The batch moved by up to one pixel (edges repeated), so judges are not fooled by placement."""
+    size = images.shape[-1]
+    top, left = torch.randint(0, 3, (2,)).tolist()
+    return F.pad(images, (1, 1, 1, 1), mode="replicate")[:, :, top : top + size, left : left + size]
+
+
+def train_judge(images: torch.Tensor, labels: torch.Tensor, num_classes: int, seed: int) -> nn.Module:
+    """A small CNN trained with Adam on real images; returned in eval mode."""
+    torch.manual_seed(seed)
+    model = small_cnn(num_classes)
+    model(images[:1])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(CLASSIFIER_EPOCHS):
+        for batch in torch.randperm(len(labels)).split(CLASSIFIER_BATCH):
+            loss = F.cross_entropy(model(shifted(images[batch])), labels[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> float:
+    """Share of `images` the model assigns to `labels`."""
+    return float((model(images).argmax(dim=1) == labels).float().mean())
+
+
+def matmul_peak_flops() -> float:
+    """fp32 FLOP/s of a large square matmul on this machine, best of a few repeats."""
+    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE), torch.randn(MATMUL_SIZE, MATMUL_SIZE)
+    a @ b
+    best = float("inf")
+    for _ in range(MATMUL_REPEATS):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * MATMUL_SIZE**3 / best
+
+
+def flops_per_generated_image(unet: nn.Module, steps: int, guidance: float) -> float:
+    """UNet forward FLOPs for one image x sampler steps x 2 when classifier-free guidance runs."""
+    size = unet.config.sample_size
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        unet(torch.zeros(1, 3, size, size), torch.tensor([500]), class_labels=torch.tensor([0]))
+    return counter.get_total_flops() * steps * (1 if guidance == 1.0 else 2)
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, object]:
+    """KEY=VALUE run-config overrides, values read as JSON where possible (numbers, booleans)."""
+    overrides: dict[str, object] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def measure(settings: Settings, only_domain: str, images_per_domain: int, grid_dir: Path | None) -> list[Row]:
+    """Fit, generate and judge every selected domain; two rows (lora, base) per domain."""
+    data = load_digits_domains(settings.data.image_size, settings.seed)
+    names = [domain.name for domain in data.domains]
+    if only_domain and only_domain not in names:
+        raise SystemExit(f"--domain {only_domain!r}: not one of {', '.join(names)}")
+    num_classes = len(data.class_names)
+    domain_judge = train_judge(
+        torch.cat([domain.train.images for domain in data.domains]),
+        torch.cat([torch.full_like(domain.train.labels, index) for index, domain in enumerate(data.domains)]),
+        len(names),
+        settings.seed,
+    )
+    backbone = load_backbone(settings.lora)
+    peak = matmul_peak_flops()
+    flops_per_image = flops_per_generated_image(backbone.unet, settings.generate.steps, settings.generate.guidance)
+    labels = torch.arange(images_per_domain) % num_classes
+    started = time.perf_counter()
+    base_images = backbone.generate(labels, data.class_names, None, settings.generate, settings.data.image_size, settings.seed)
+    base_speed = len(labels) / (time.perf_counter() - started)
+    print(f"matmul peak {peak / 1e9:.1f} GFLOP/s, {flops_per_image / 1e6:.1f} MFLOP per generated image")
+    rows = []
+    for index, domain in enumerate(data.domains):
+        if only_domain and domain.name != only_domain:
+            continue
+        class_judge = train_judge(domain.train.images, domain.train.labels, num_classes, settings.seed + index)
+        print(f"{domain.name}: class judge {accuracy(class_judge, domain.test.images, domain.test.labels):.3f} on real test, "
+              f"domain judge {accuracy(domain_judge, domain.test.images, torch.full_like(domain.test.labels, index)):.3f}")
+        started = time.perf_counter()
+        adapter = backbone.fit_lora(domain.train.images, domain.train.labels, data.class_names, settings.lora, settings.seed + index)
+        fit_speed = settings.lora.steps / (time.perf_counter() - started)
+        validate_adapter(adapter, adapter_config(settings.lora), backbone.adapter_shapes(settings.lora), settings.lora, domain.name)
+        started = time.perf_counter()
+        images = backbone.generate(labels, data.class_names, adapter, settings.generate, settings.data.image_size, settings.seed)
+        gen_speed = len(labels) / (time.perf_counter() - started)
+        domain_labels = torch.full_like(labels, index)
+        for name, generated, bytes_sent, fit, speed in (
+            ("lora", images, adapter_bytes(adapter), fit_speed, gen_speed),
+            ("base", base_images, 0, None, base_speed),
+        ):
+            rows.append(Row(
+                domain.name, name, accuracy(class_judge, generated, labels), accuracy(domain_judge, generated, domain_labels),
+                bytes_sent, backbone.base_bytes(), fit, speed, speed * flops_per_image / peak,
+            ))
+            print(rows[-1].as_csv(), flush=True)
+        if grid_dir is not None:
+            grid_dir.mkdir(parents=True, exist_ok=True)
+            save_image(images[:100], grid_dir / f"{domain.name}-lora.png", nrow=num_classes)
+    if grid_dir is not None:
+        save_image(base_images[:100], grid_dir / "base.png", nrow=num_classes)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--domain", default="", help="measure only this domain")
+    parser.add_argument("--images", type=int, default=200, help="generated images per domain")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run-config override")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/generative.csv"))
+    parser.add_argument("--grid-dir", type=Path, default=None, help="also save sample grids (PNG) here")
+    args = parser.parse_args()
+
+    settings = Settings.from_run_config(parse_overrides(args.set))
+    print(f"lora {settings.lora}\ngenerate {settings.generate}\ntorch threads {torch.get_num_threads()}")
+    rows = measure(settings, args.domain, args.images, args.grid_dir)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(row.as_csv() for row in rows)
+    print(f"wrote {len(rows)} rows to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""The tiny diffusion backbone on a miniature UNet built from config (seconds on CPU)."""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from diffusers import UNet2DModel
+from peft import get_peft_model_state_dict
+
+from warmfed_flwr.config import Settings
+from warmfed_flwr.generative import adapter_config, load_backbone, validate_adapter
+from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS
+from warmfed_flwr.generative.tiny import (
+    TINY_ASSET_DIR,
+    TinyBackbone,
+    fold_lora_scaling,
+    load_tiny_backbone,
+    tiny_unet_config,
+)
+
+CLASS_NAMES = ("a", "b", "c")
+
+
+@pytest.fixture(scope="module")
+def backbone() -> TinyBackbone:
+    torch.manual_seed(0)
+    config = tiny_unet_config(num_classes=len(CLASS_NAMES), sample_size=8, block_out_channels=(8, 16))
+    return TinyBackbone(UNet2DModel(**config))
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    defaults = Settings.from_run_config({})
+    return replace(
+        defaults,
+        lora=replace(defaults.lora, steps=4, batch_size=8),
+        generate=replace(defaults.generate, steps=3, batch_size=4),
+    )
+
+
+@pytest.fixture(scope="module")
+def client_data() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return torch.rand(12, 3, 8, 8, generator=generator), torch.arange(12) % len(CLASS_NAMES)
+
+
+@pytest.fixture(scope="module")
+def adapter(backbone, settings, client_data) -> dict[str, np.ndarray]:
+    images, labels = client_data
+    return backbone.fit_lora(images, labels, CLASS_NAMES, settings.lora, seed=0)
+
+
+def _base_state(backbone: TinyBackbone) -> dict[str, torch.Tensor]:
+    return {name: tensor.clone() for name, tensor in backbone.unet.state_dict().items()}
+
+
+def _live_modules() -> int:
+    """How many torch modules exist in the process (type() avoids proxies' __class__ lookups)."""
+    gc.collect()
+    return sum(issubclass(type(thing), torch.nn.Module) for thing in gc.get_objects())
+
+
+def _generate(backbone, settings, adapter, seed=0, image_size=8, labels=torch.tensor([0, 1, 2, 0, 1, 2])):
+    return backbone.generate(labels, CLASS_NAMES, adapter, settings.generate, image_size=image_size, seed=seed)
+
+
+def test_fit_trains_lora_only_and_leaves_the_base_unchanged(backbone, settings, client_data):
+    before = _base_state(backbone)
+    images, labels = client_data
+    adapter = backbone.fit_lora(images, labels, CLASS_NAMES, settings.lora, seed=0)
+    after = backbone.unet.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[name], after[name]) for name in before)
+    assert all(".lora_" in name for name in adapter)
+    assert all(array.dtype == np.float32 for array in adapter.values())
+    lora_b = [array for name, array in adapter.items() if ".lora_B." in name]
+    assert lora_b and all(np.abs(array).max() > 0 for array in lora_b), "B matrices start at zero; training moves them"
+
+
+def test_fit_is_deterministic_per_seed(backbone, settings, client_data, adapter):
+    images, labels = client_data
+    again = backbone.fit_lora(images, labels, CLASS_NAMES, settings.lora, seed=0)
+    other = backbone.fit_lora(images, labels, CLASS_NAMES, settings.lora, seed=1)
+    assert all(np.array_equal(adapter[name], again[name]) for name in adapter)
+    assert any(not np.array_equal(adapter[name], other[name]) for name in adapter)
+
+
+def test_adapter_matches_expected_shapes_and_validates(backbone, settings, adapter):
+    expected = backbone.adapter_shapes(settings.lora)
+    assert {name: array.shape for name, array in adapter.items()} == expected
+    validated = validate_adapter(adapter, adapter_config(settings.lora), expected, settings.lora, "client-0")
+    assert validated.keys() == expected.keys()
+
+
+def test_all_targets_cover_convolutions_and_class_embedding(backbone, settings):
+    names = backbone.adapter_shapes(settings.lora)
+    assert any(name.startswith("conv_in.") for name in names)
+    assert any(name.startswith("class_embedding.") for name in names)
+
+
+def test_attention_targets_cover_only_attention_projections(backbone, settings):
+    names = backbone.adapter_shapes(replace(settings.lora, targets="attention"))
+    assert names and all(any(f".{target}.lora_" in name for target in ATTENTION_PROJECTIONS) for name in names)
+
+
+def test_generate_is_deterministic_seeded_and_in_range(backbone, settings, adapter):
+    first = _generate(backbone, settings, adapter)
+    assert first.shape == (6, 3, 8, 8) and first.dtype == torch.float32
+    assert 0.0 <= float(first.min()) and float(first.max()) <= 1.0
+    assert torch.equal(first, _generate(backbone, settings, adapter))
+    assert not torch.equal(first, _generate(backbone, settings, adapter, seed=1))
+
+
+def test_generate_does_not_depend_on_batch_size(backbone, settings, adapter):
+    one_batch = replace(settings, generate=replace(settings.generate, batch_size=64))
+    torch.testing.assert_close(_generate(backbone, settings, adapter), _generate(backbone, one_batch, adapter))
+
+
+def test_generate_changes_with_an_adapter(backbone, settings, adapter):
+    assert (_generate(backbone, settings, adapter) - _generate(backbone, settings, None)).abs().max() > 1e-3
+
+
+def test_generate_resizes_to_the_requested_size(backbone, settings):
+    images = _generate(backbone, settings, None, image_size=20)
+    assert images.shape == (6, 3, 20, 20)
+    assert 0.0 <= float(images.min()) and float(images.max()) <= 1.0
+
+
+def test_reloaded_adapter_reproduces_the_fitted_model_with_alpha_scaling(backbone, settings):
+    lora = replace(settings.lora, rank=4, alpha=12)
+    torch.manual_seed(3)
+    fitted = backbone._copy_with_lora(lora).eval()
+    for name, parameter in fitted.named_parameters():
+        if ".lora_B." in name or "lora_embedding_B" in name:
+            parameter.data.normal_(0.0, 0.1)
+    reloaded = backbone._copy_with_merged_adapter(fold_lora_scaling(get_peft_model_state_dict(fitted), 12 / 4))
+    sample, timestep, labels = torch.randn(4, 3, 8, 8), torch.tensor([10, 200, 500, 900]), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(sample, timestep, labels).sample, fitted(sample, timestep, labels).sample)
+
+
+def test_sixty_adapters_in_a_row_leave_the_base_as_it_was(backbone, settings, adapter):
+    modules, parameters = len(list(backbone.unet.modules())), sum(p.numel() for p in backbone.unet.parameters())
+    base_images = _generate(backbone, settings, None)
+    live_modules = _live_modules()
+    for client in range(60):
+        scaled = {name: array * (1 + client % 3) for name, array in adapter.items()}
+        backbone.generate(torch.tensor([client % 3]), CLASS_NAMES, scaled, settings.generate, image_size=8, seed=client)
+    assert _live_modules() == live_modules
+    assert len(list(backbone.unet.modules())) == modules
+    assert sum(p.numel() for p in backbone.unet.parameters()) == parameters
+    assert torch.equal(_generate(backbone, settings, None), base_images)
+
+
+def test_labels_outside_the_class_names_are_refused(backbone, settings, adapter):
+    with pytest.raises(ValueError, match="labels"):
+        backbone.generate(torch.tensor([0, 3]), CLASS_NAMES, adapter, settings.generate, image_size=8, seed=0)
+
+
+def test_shipped_asset_loads_with_the_expected_config():
+    lora = Settings.from_run_config({}).lora
+    backbone = load_backbone(lora)
+    assert isinstance(backbone, TinyBackbone) and backbone is load_tiny_backbone()
+    assert (TINY_ASSET_DIR / "diffusion_pytorch_model.safetensors").is_file()
+    config = backbone.unet.config
+    assert (config.sample_size, config.in_channels, config.num_class_embeds) == (16, 3, 11)
+    assert tuple(config.block_out_channels) == (32, 64, 64)
+    assert all(parameter.dtype == torch.float32 for parameter in backbone.unet.parameters())
+    adapter_bytes = 4 * sum(int(np.prod(shape)) for shape in backbone.adapter_shapes(lora).values())
+    assert adapter_bytes <= backbone.base_bytes() / 5

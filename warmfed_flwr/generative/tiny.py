@@ -1,0 +1,262 @@
+"""The shipped tiny class-conditional diffusion UNet as a WarmFed backbone.
+
+A diffusers `UNet2DModel` at 16 px with a class-embedding table of `num_classes + 1` rows: the
+last row is the null class used for classifier-free guidance (labels are dropped to it with
+probability `LABEL_DROPOUT` while training). Training uses a cosine DDPM schedule with epsilon
+prediction; sampling uses DDIM with "leading" spacing and classifier-free guidance.
+
+LoRA goes through peft. The base model is never modified: each fit and each generation with an
+adapter works on a fresh copy of the base with the adapter injected, which is dropped afterwards,
+so adapters can neither stack nor accumulate in memory.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
+
+from warmfed_flwr.config import GenerateSettings, LoraSettings
+from warmfed_flwr.generative.assets import shipped_tiny_base_dir
+from warmfed_flwr.generative.base import Adapter
+from warmfed_flwr.generative.lora_targets import lora_config
+
+LORA_A_KEY = re.compile(r"\.lora_(A|embedding_A)\b")
+LORA_B_KEY = re.compile(r"\.lora_(B|embedding_B)\b")
+LORA_PARAMETER_KEY = re.compile(r"\.lora_(?:A|B|embedding_A|embedding_B)\b")
+TINY_ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-unet"
+LABEL_DROPOUT = 0.1
+TRAIN_TIMESTEPS = 1000
+
+
+def tiny_unet_config(
+    num_classes: int = 10, sample_size: int = 16, block_out_channels: tuple[int, ...] = (32, 64, 64)
+) -> dict[str, object]:
+    """The UNet2DModel config of the tiny backbone: attention in every block below the first."""
+    depth = len(block_out_channels)
+    return {
+        "sample_size": sample_size,
+        "in_channels": 3,
+        "out_channels": 3,
+        "block_out_channels": tuple(block_out_channels),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D",) + ("AttnDownBlock2D",) * (depth - 1),
+        "up_block_types": ("AttnUpBlock2D",) * (depth - 1) + ("UpBlock2D",),
+        "num_class_embeds": num_classes + 1,
+        "norm_num_groups": 8,
+        "attention_head_dim": 8,
+    }
+
+
+def training_scheduler() -> DDPMScheduler:
+    """The noise schedule the tiny base was pre-trained with (cosine betas, epsilon prediction)."""
+    return DDPMScheduler(
+        num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon"
+    )
+
+
+def to_model_space(images: torch.Tensor, sample_size: int) -> torch.Tensor:
+    """[0, 1] images (N x 3 x H x W) resized to the UNet's size and mapped to [-1, 1]."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be N x 3 x H x W, got shape {tuple(images.shape)}")
+    images = images.float()
+    if images.shape[-1] != sample_size or images.shape[-2] != sample_size:
+        images = F.interpolate(images, size=(sample_size, sample_size), mode="bilinear", antialias=True)
+    return images * 2.0 - 1.0
+
+
+def denoising_loss(
+    unet: UNet2DModel, scheduler: DDPMScheduler, clean: torch.Tensor, labels: torch.Tensor, null_label: int
+) -> torch.Tensor:
+    """Epsilon-prediction MSE on randomly noised `clean` images, labels dropped to the null class.
+
+    Draws from torch's global generator; callers seed it (or fork it) for determinism.
+    """
+    noise = torch.randn_like(clean)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (clean.shape[0],))
+    dropped = torch.rand(clean.shape[0]) < LABEL_DROPOUT
+    class_labels = torch.where(dropped, torch.full_like(labels, null_label), labels)
+    noisy = scheduler.add_noise(clean, noise, timesteps)
+    prediction = unet(noisy, timesteps, class_labels=class_labels).sample
+    return F.mse_loss(prediction, noise)
+
+
+class TinyBackbone:
+    """The tiny pre-trained UNet: fits LoRA adapters and generates class-conditioned images."""
+
+    name = "tiny"
+
+    def __init__(self, unet: UNet2DModel) -> None:
+        self.unet = unet.eval().requires_grad_(False)
+        self.num_classes = int(unet.config.num_class_embeds) - 1
+        self.null_label = self.num_classes
+        self.sample_size = int(unet.config.sample_size)
+        self.scheduler = training_scheduler()
+
+    def adapter_shapes(self, lora: LoraSettings) -> dict[str, tuple[int, ...]]:
+        """Every tensor name and shape an adapter fitted with `lora` holds."""
+        model = self._copy_with_lora(lora)
+        return {name: tuple(tensor.shape) for name, tensor in get_peft_model_state_dict(model).items()}
+
+    def fit_lora(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        class_names: Sequence[str],
+        lora: LoraSettings,
+        seed: int,
+    ) -> Adapter:
+        """Fit a LoRA adapter on `images` (N x 3 x H x W in [0, 1]) conditioned on `labels`.
+
+        Trains only the LoRA parameters of a copy of the base for `lora.steps` AdamW steps of
+        `lora.batch_size` images; deterministic for a given seed. Returns float32 arrays.
+        """
+        self._check_labels(labels, class_names)
+        clean = to_model_space(images, self.sample_size)
+        labels = labels.long()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = self._copy_with_lora(lora).train()
+            trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+            optimizer = torch.optim.AdamW(trainable, lr=lora.lr)
+            for _ in range(lora.steps):
+                batch = torch.randint(0, clean.shape[0], (lora.batch_size,))
+                loss = denoising_loss(model, self.scheduler, clean[batch], labels[batch], self.null_label)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        return fold_lora_scaling(get_peft_model_state_dict(model), lora.alpha / lora.rank)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        labels: torch.Tensor,
+        class_names: Sequence[str],
+        adapter: Mapping[str, np.ndarray] | None,
+        settings: GenerateSettings,
+        image_size: int,
+        seed: int,
+    ) -> torch.Tensor:
+        """One image per label (N x 3 x image_size x image_size float32 in [0, 1]).
+
+        DDIM with `settings.steps` steps and classifier-free guidance `settings.guidance`, in
+        batches of `settings.batch_size`. The initial noise of all images is drawn from `seed` at
+        once, so outputs do not depend on the batch size. With an adapter, a merged copy of the
+        base generates and is dropped before returning.
+        """
+        self._check_labels(labels, class_names)
+        model = self.unet if adapter is None else self._copy_with_merged_adapter(adapter)
+        sampler = DDIMScheduler.from_config(self.scheduler.config)
+        sampler.set_timesteps(settings.steps)
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn((len(labels), 3, self.sample_size, self.sample_size), generator=generator)
+        samples = torch.cat(
+            [
+                self._denoise(model, sampler, noise[batch], labels[batch].long(), settings.guidance)
+                for batch in torch.arange(len(labels)).split(settings.batch_size)
+            ]
+        )
+        images = (samples.clamp(-1.0, 1.0) + 1.0) / 2.0
+        if image_size != self.sample_size:
+            images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True)
+        return images.clamp(0.0, 1.0)
+
+    def base_bytes(self) -> int:
+        """Bytes of the pre-trained weights (as held in memory) a client would otherwise send."""
+        return sum(parameter.numel() * parameter.element_size() for parameter in self.unet.parameters())
+
+    def release(self) -> None:
+        """Drop the process-wide cached copy; the model is freed once callers drop theirs."""
+        load_tiny_backbone.cache_clear()
+
+    def _check_labels(self, labels: torch.Tensor, class_names: Sequence[str]) -> None:
+        """Raise ValueError unless the classes fit the model's embedding table."""
+        if len(class_names) > self.num_classes:
+            raise ValueError(f"the tiny backbone knows {self.num_classes} classes, got {len(class_names)} class names")
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(class_names)):
+            raise ValueError(f"labels must lie in [0, {len(class_names)}), got [{int(labels.min())}, {int(labels.max())}]")
+
+    def _copy_with_lora(self, lora: LoraSettings) -> UNet2DModel:
+        """A copy of the base with freshly initialised, trainable fp32 LoRA layers (base frozen)."""
+        model = copy.deepcopy(self.unet)
+        return inject_adapter_in_model(lora_config(model, lora), model)
+
+    def _copy_with_merged_adapter(self, adapter: Mapping[str, np.ndarray]) -> UNet2DModel:
+        """A copy of the base with `adapter` loaded and merged into its weights, for fast sampling."""
+        model = copy.deepcopy(self.unet)
+        rank = adapter_rank(adapter)
+        model = inject_adapter_in_model(
+            LoraConfig(r=rank, lora_alpha=rank, target_modules=adapter_layers(adapter)), model
+        )
+        state = {name: torch.from_numpy(np.asarray(array, dtype=np.float32)) for name, array in adapter.items()}
+        result = set_peft_model_state_dict(model, state)
+        if result.unexpected_keys:
+            raise ValueError(f"adapter tensors not used by the tiny backbone: {sorted(result.unexpected_keys)[:3]}")
+        for module in model.modules():
+            if isinstance(module, BaseTunerLayer):
+                module.merge()
+        return model
+
+    def _denoise(
+        self, model: UNet2DModel, sampler: DDIMScheduler, noise: torch.Tensor, labels: torch.Tensor, guidance: float
+    ) -> torch.Tensor:
+        """Run the DDIM chain from `noise` for one batch, with classifier-free guidance."""
+        sample = noise
+        null_labels = torch.full_like(labels, self.null_label)
+        for timestep in sampler.timesteps:
+            if guidance == 1.0:
+                epsilon = model(sample, timestep, class_labels=labels).sample
+            else:
+                both = model(torch.cat([sample, sample]), timestep, class_labels=torch.cat([labels, null_labels])).sample
+                conditional, unconditional = both.chunk(2)
+                epsilon = unconditional + guidance * (conditional - unconditional)
+            sample = sampler.step(epsilon, timestep, sample).prev_sample
+        return sample
+
+
+def fold_lora_scaling(state: Mapping[str, torch.Tensor], scale: float) -> Adapter:
+    """peft LoRA tensors as float32 arrays with the `alpha / rank` scale multiplied into the B matrices.
+
+    The generate side receives only the arrays, so adapters travel self-contained: loading them
+    with alpha = rank reproduces the fitted model exactly.
+    """
+    return {
+        name: (tensor.detach().to(torch.float32) * (scale if LORA_B_KEY.search(name) else 1.0)).numpy().copy()
+        for name, tensor in state.items()
+    }
+
+
+def adapter_rank(adapter: Mapping[str, np.ndarray]) -> int:
+    """The LoRA rank of an adapter: the leading dimension of its A matrices."""
+    ranks = {array.shape[0] for name, array in adapter.items() if LORA_A_KEY.search(name)}
+    if len(ranks) != 1:
+        raise ValueError(f"adapter must hold LoRA A matrices of one rank, found ranks {sorted(ranks)}")
+    return ranks.pop()
+
+
+def adapter_layers(adapter: Mapping[str, np.ndarray]) -> list[str]:
+    """Names of the layers an adapter adapts (its keys up to the LoRA parameter name)."""
+    return sorted({LORA_PARAMETER_KEY.split(name)[0] for name in adapter})
+
+
+@functools.lru_cache(maxsize=4)
+def load_tiny_backbone(path: str = "") -> TinyBackbone:
+    """The tiny backbone from `path` (a folder with config.json and safetensors weights).
+
+    Defaults to the asset shipped inside the package. Cached per process and path.
+    """
+    folder = Path(path) if path else shipped_tiny_base_dir()
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"tiny backbone: no config.json in {folder} (config key 'lora.model-path')")
+    return TinyBackbone(
+        UNet2DModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True, torch_dtype=torch.float32)
+    )
