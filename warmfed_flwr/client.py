@@ -91,7 +91,12 @@ def handle_lora(msg: Message, context: Context) -> Message:
     backbone = load_backbone(settings.lora)
     start = time.perf_counter()
     adapter = backbone.fit_lora(
-        cd.train.images, cd.train.labels, cd.class_names, settings.lora, client_seed(settings, cd.partition_id, 1)
+        cd.train.images,
+        cd.train.labels,
+        cd.class_names,
+        settings.lora,
+        client_seed(settings, cd.partition_id, 1),
+        settings.generate.prompt_template,
     )
     metrics: dict[str, int | float | list[int]] = {
         "num-examples": len(cd.train),

@@ -37,7 +37,12 @@ class FederationMismatchError(RuntimeError):
 
 
 class MeteredGrid(Grid):
-    """A Grid that adds the payload bytes of every message to its client's bytes_down / bytes_up."""
+    """A Grid that adds the payload bytes of every training message to its client's bytes_down / bytes_up.
+
+    Only `train.*` messages count (LoRA upload, rounds, DSD, local training): discovery and
+    evaluation messages exist to measure the run and would otherwise make a method's cost depend
+    on how often it is evaluated.
+    """
 
     def __init__(self, grid: Grid, recorder: RunRecorder) -> None:
         self._grid = grid
@@ -76,14 +81,19 @@ class MeteredGrid(Grid):
     def _count_down(self, messages: list[Message]) -> None:
         for msg in messages:
             client = self._recorder.client_of_node(msg.metadata.dst_node_id)
-            if client is not None:
+            if client is not None and is_training(msg):
                 client.bytes_down += content_bytes(msg.content)
 
     def _count_up(self, replies: list[Message]) -> None:
         for reply in replies:
             client = self._recorder.client_of_node(reply.metadata.src_node_id)
-            if client is not None and not reply.has_error():
+            if client is not None and is_training(reply) and not reply.has_error():
                 client.bytes_up += content_bytes(reply.content)
+
+
+def is_training(msg: Message) -> bool:
+    """True for `train` and `train.<action>` messages and their replies."""
+    return msg.metadata.message_type.split(".")[0] == "train"
 
 
 @dataclass(frozen=True)

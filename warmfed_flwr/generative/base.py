@@ -33,10 +33,13 @@ class Backbone(Protocol):
         class_names: Sequence[str],
         lora: LoraSettings,
         seed: int,
+        prompt_template: str,
     ) -> Adapter:
         """Fit a LoRA adapter on `images` (N x 3 x H x W in [0, 1]) conditioned on `labels`.
 
-        The base weights stay frozen and untouched; the returned arrays are float32.
+        `prompt_template` is the `generate.prompt-template` the server will generate with (text-
+        conditioned backbones turn class names into prompts with it). The base weights stay frozen
+        and untouched; the returned arrays are float32.
         """
         ...
 
