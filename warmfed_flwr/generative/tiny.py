@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers.optimization import get_cosine_schedule_with_warmup
 from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -35,6 +36,7 @@ LORA_B_KEY = re.compile(r"\.lora_(B|embedding_B)\b")
 LORA_PARAMETER_KEY = re.compile(r"\.lora_(?:A|B|embedding_A|embedding_B)\b")
 TINY_ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-unet"
 LABEL_DROPOUT = 0.1
+LORA_WARMUP_DIVISOR = 10  # the first tenth of the LoRA steps warms the learning rate up
 TRAIN_TIMESTEPS = 1000
 
 
@@ -114,11 +116,14 @@ class TinyBackbone:
         class_names: Sequence[str],
         lora: LoraSettings,
         seed: int,
+        prompt_template: str = "",
     ) -> Adapter:
         """Fit a LoRA adapter on `images` (N x 3 x H x W in [0, 1]) conditioned on `labels`.
 
         Trains only the LoRA parameters of a copy of the base for `lora.steps` AdamW steps of
-        `lora.batch_size` images; deterministic for a given seed. Returns float32 arrays.
+        `lora.batch_size` images (learning rate warmed up, then cosine-decayed from `lora.lr`);
+        deterministic for a given seed. Returns float32 arrays. `prompt_template` is not used:
+        this model is conditioned on class labels, not text.
         """
         self._check_labels(labels, class_names)
         clean = to_model_space(images, self.sample_size)
@@ -128,12 +133,14 @@ class TinyBackbone:
             model = self._copy_with_lora(lora).train()
             trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
             optimizer = torch.optim.AdamW(trainable, lr=lora.lr)
+            learning_rate = get_cosine_schedule_with_warmup(optimizer, lora.steps // LORA_WARMUP_DIVISOR, lora.steps)
             for _ in range(lora.steps):
                 batch = torch.randint(0, clean.shape[0], (lora.batch_size,))
                 loss = denoising_loss(model, self.scheduler, clean[batch], labels[batch], self.null_label)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                learning_rate.step()
         return fold_lora_scaling(get_peft_model_state_dict(model), lora.alpha / lora.rank)
 
     @torch.inference_mode()
@@ -176,7 +183,7 @@ class TinyBackbone:
 
     def release(self) -> None:
         """Drop the process-wide cached copy; the model is freed once callers drop theirs."""
-        load_tiny_backbone.cache_clear()
+        _cached_tiny_backbone.cache_clear()
 
     def _check_labels(self, labels: torch.Tensor, class_names: Sequence[str]) -> None:
         """Raise ValueError unless the classes fit the model's embedding table."""
@@ -248,15 +255,20 @@ def adapter_layers(adapter: Mapping[str, np.ndarray]) -> list[str]:
     return sorted({LORA_PARAMETER_KEY.split(name)[0] for name in adapter})
 
 
-@functools.lru_cache(maxsize=4)
 def load_tiny_backbone(path: str = "") -> TinyBackbone:
     """The tiny backbone from `path` (a folder with config.json and safetensors weights).
 
-    Defaults to the asset shipped inside the package. Cached per process and path.
+    Defaults to the asset shipped with the package. Cached per process and resolved folder.
     """
     folder = Path(path) if path else shipped_tiny_base_dir()
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"tiny backbone: no config.json in {folder} (config key 'lora.model-path')")
+    return _cached_tiny_backbone(folder.resolve())
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_tiny_backbone(folder: Path) -> TinyBackbone:
+    """Load the UNet in `folder` once per process."""
     return TinyBackbone(
         UNet2DModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True, torch_dtype=torch.float32)
     )
