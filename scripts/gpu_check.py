@@ -141,7 +141,7 @@ def run_check(sizes: CheckSizes, small: bool, targets: str) -> dict[str, object]
     for client, split in enumerate(clients):
         with timer.phase(f"dsd client-{client}"):
             train = settings.train
-            train_personalized(global_model, split, settings.dsd, train.lr, train.batch_size, SEED, device)
+            train_personalized(global_model, split, settings.dsd, train.batch_size, SEED, device)
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "pipeline": "tiny" if small else "sd15-sized random weights",

@@ -8,6 +8,7 @@ Ray reuses its actor processes across phases.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import lru_cache
 from typing import Callable, Mapping
 
@@ -164,10 +165,10 @@ def handle_dsd(msg: Message, context: Context) -> Message:
     config = msg.content.config_records.get("config", ConfigRecord())
     dsd = settings.dsd
     if "dsd-mode" in config:
-        dsd = type(dsd)(mode=str(config["dsd-mode"]), lambda0=dsd.lambda0, temperature=dsd.temperature, epochs=dsd.epochs)
+        dsd = replace(dsd, mode=str(config["dsd-mode"]))
     global_acc = evaluate_accuracy(teacher, cd.test, device)
     student = train_personalized(
-        teacher, cd.train, dsd, settings.train.lr, settings.train.batch_size, client_seed(settings, cd.partition_id, 3), device
+        teacher, cd.train, dsd, settings.train.batch_size, client_seed(settings, cd.partition_id, 3), device
     )
     metrics = MetricRecord(
         {

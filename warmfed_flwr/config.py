@@ -39,7 +39,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "model.name": "cnn",
     "train.batch-size": 32,
     "train.lr": 0.05,
-    "train.local-epochs": 2,
+    "train.local-epochs": 5,
     "train.local-only-epochs": 30,
     "train.proximal-mu": 0.01,
     "train.aggregation": "fedavg",
@@ -65,6 +65,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "dsd.lambda": 1.0,
     "dsd.temperature": 2.0,
     "dsd.epochs": 15,
+    "dsd.lr": 0.01,
 }
 
 
@@ -193,6 +194,7 @@ class DsdSettings:
     lambda0: float
     temperature: float
     epochs: int
+    lr: float
 
 
 @dataclass(frozen=True)
@@ -278,6 +280,7 @@ class Settings:
                 lambda0=r.at_least("dsd.lambda", 0.0),
                 temperature=r.positive("dsd.temperature"),
                 epochs=r.at_least("dsd.epochs", 1),
+                lr=r.positive("dsd.lr"),
             ),
         )
 

@@ -62,12 +62,11 @@ def train_personalized(
     teacher: nn.Module,
     split: ImageSplit,
     dsd: DsdSettings,
-    lr: float,
     batch_size: int,
     seed: int,
     device: torch.device,
 ) -> nn.Module:
-    """A personalized copy of `teacher` trained on `split` with DSD; the teacher is left untouched."""
+    """A personalized copy of `teacher` trained on `split` with DSD at `dsd.lr`; the teacher is left untouched."""
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -87,5 +86,5 @@ def train_personalized(
             teacher_logits = teacher(x)
         return dsd_loss(student_logits, teacher_logits, y, state["weight"], dsd.temperature, dsd.mode)
 
-    run_epochs(student, split, dsd.epochs, lr, batch_size, seed, device, batch_loss=batch_loss, on_epoch_start=set_weight)
+    run_epochs(student, split, dsd.epochs, dsd.lr, batch_size, seed, device, batch_loss=batch_loss, on_epoch_start=set_weight)
     return student
