@@ -50,6 +50,6 @@ def test_fedprox_term_keeps_weights_closer_to_start():
     train_supervised(prox, train, 3, 0.05, 32, 0, device, proximal_mu=10.0)
 
     def drift(m):
-        return sum(float(((p - q) ** 2).sum()) for p, q in zip(m.parameters(), init))
+        return sum(float(((p.detach() - q) ** 2).sum()) for p, q in zip(m.parameters(), init))
 
     assert drift(prox) < drift(plain)
