@@ -226,7 +226,7 @@ class WarmFedStrategy:
         the embedded or an on-disk data set); a deployed server never sees client images.
         """
         rows = []
-        for client, share in shares:
+        for client, share in sorted(shares, key=lambda pair: pair[0].partition_id):
             rows.append((f"synthetic {client.partition_id}\n{client.domain}", share))
             try:
                 rows.append((f"real {client.partition_id}\n{client.domain}",
