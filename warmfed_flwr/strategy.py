@@ -179,7 +179,8 @@ class WarmFedStrategy:
         expected = load_backbone(s.lora).adapter_shapes(s.lora)
         by_node = {c.node_id: c for c in clients}
         good: list[ClientAdapter] = []
-        for node_id, content in sorted(replies.items()):
+        # partition order, not node-id order: node ids change between runs, the pool's order must not
+        for node_id, content in sorted(replies.items(), key=lambda item: by_node[item[0]].partition_id):
             client = by_node[node_id]
             name = f"partition {client.partition_id} ({client.domain})"
             try:
