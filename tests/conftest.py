@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 import pytest
 from flwr.clientapp import ClientApp
 from flwr.simulation import run_simulation
@@ -74,3 +77,18 @@ def two_domain_folder(three_domain_folder: Path, tmp_path: Path) -> Path:
     for name in sorted(p.name for p in three_domain_folder.iterdir())[:2]:
         (root / name).symlink_to(three_domain_folder / name)
     return root
+
+
+@pytest.fixture
+def flwr_cli_env(tmp_path: Path) -> dict[str, str]:
+    """Environment for `flwr run` subprocesses with their own FLWR_HOME; stops the SuperLink they leave behind."""
+    flwr_home = tmp_path / "flwr-home"
+    env = {**os.environ, "FLWR_HOME": str(flwr_home),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    yield env
+    for proc in psutil.process_iter(["pid"]):
+        try:
+            if proc.environ().get("FLWR_HOME") == str(flwr_home):
+                proc.terminate()
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue

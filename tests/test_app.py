@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 from flwr.app import Message
 
@@ -94,29 +92,13 @@ def test_below_min_clients_stops_with_a_clear_error_and_keeps_results(run_in_pro
     assert [p["name"] for p in results["phases"]] == ["discover", "lora"]
 
 
-def _stop_processes_with_flwr_home(flwr_home: Path) -> None:
-    """Stop the background SuperLink (and its helpers) that `flwr run` started with this FLWR_HOME."""
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get("FLWR_HOME") == str(flwr_home):
-                proc.terminate()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-
-
-def test_flwr_run_cli_completes_and_writes_results(tmp_path):
+def test_flwr_run_cli_completes_and_writes_results(tmp_path, flwr_cli_env):
     out = tmp_path / "cli-run"
-    flwr_home = tmp_path / "flwr-home"
-    env = {**os.environ, "FLWR_HOME": str(flwr_home),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    try:
-        subprocess.run(
-            [sys.executable, "-m", "warmfed_flwr.launch", "--preset", str(ROOT / "conf" / "smoke.toml"),
-             "--run-config", 'method="fedavg"', "--output-dir", str(out)],
-            env=env, cwd=ROOT, check=True, timeout=600,
-        )
-    finally:
-        _stop_processes_with_flwr_home(flwr_home)
+    subprocess.run(
+        [sys.executable, "-m", "warmfed_flwr.launch", "--preset", str(ROOT / "conf" / "smoke.toml"),
+         "--run-config", 'method="fedavg"', "--output-dir", str(out)],
+        env=flwr_cli_env, cwd=ROOT, check=True, timeout=600,
+    )
     results = json.loads((out / "results.json").read_text())
     assert results["method"] == "fedavg" and len(results["clients"]) == 4
     assert json.loads((out / "run_config.json").read_text())["output-dir"] == str(out)

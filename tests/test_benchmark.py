@@ -1,11 +1,16 @@
 """Benchmark runner: CSV rows, resume logic, matrix selection and the report."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from warmfed_flwr.benchmark.matrix import default_matrix, select
 from warmfed_flwr.benchmark.report import write_report
 from warmfed_flwr.benchmark.rows import COLUMNS, append_rows, is_done, read_rows, rows_from_results
 
+ROOT = Path(__file__).resolve().parents[1]
 RESULTS = {
     "rounds": 5,
     "seed": 1,
@@ -59,3 +64,17 @@ def test_report_shows_mean_and_std_over_seeds(tmp_path):
     report = write_report(csv_path, "d").read_text()
     assert "| fedavg | 5 | 2 | 0.700 ± 0.141 |" in report
     assert (tmp_path / "d-accuracy-vs-bytes.png").stat().st_size > 0
+
+
+def test_runner_smoke_two_methods_then_resume_skips_them(tmp_path, flwr_cli_env):
+    """The real runner: 1 seed, 2 methods through `flwr run`; a second call finds both cells done."""
+    csv_path = tmp_path / "smoke.csv"
+    command = [sys.executable, "-m", "warmfed_flwr.benchmark", "--preset", str(ROOT / "conf" / "smoke.toml"),
+               "--csv", str(csv_path), "--seeds", "0", "--methods", "local", "centralized"]
+    first = subprocess.run(command, env=flwr_cli_env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    second = subprocess.run(command, env=flwr_cli_env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert "2 cells, 0 already" in first.stdout and "2 cells, 2 already" in second.stdout
+    rows = read_rows(csv_path)
+    assert {(r["method"], r["metric"]) for r in rows} >= {("local", "personal_acc"), ("centralized", "global_acc")}
+    assert "| centralized | 0 | 1 |" in (tmp_path / "smoke-report.md").read_text()
