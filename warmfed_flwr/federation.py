@@ -221,7 +221,8 @@ def discover_clients(
     seen = [i.partition_id for i in infos]
     if len(set(seen)) != len(seen):
         raise FederationMismatchError(f"two SuperNodes claim the same partition-id: {sorted(seen)}")
-    for info in sorted(infos, key=lambda i: i.partition_id):
+    infos.sort(key=lambda i: i.partition_id)
+    for info in infos:
         recorder.add_client(info.partition_id, info.domain, info.node_id)
     log(INFO, "[discover] %d clients: %s", len(infos), ", ".join(f"{i.partition_id}:{i.domain}" for i in infos))
-    return sorted(infos, key=lambda i: i.partition_id)
+    return infos
