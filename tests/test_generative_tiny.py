@@ -13,11 +13,10 @@ from peft import get_peft_model_state_dict
 
 from warmfed_flwr.config import Settings
 from warmfed_flwr.generative import adapter_config, load_backbone, validate_adapter
-from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS
+from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS, fold_lora_scaling
 from warmfed_flwr.generative.tiny import (
     TINY_ASSET_DIR,
     TinyBackbone,
-    fold_lora_scaling,
     load_tiny_backbone,
     tiny_unet_config,
 )

@@ -32,12 +32,11 @@ from accelerate import Accelerator
 from accelerate.utils import find_executable_batch_size
 from diffusers import DDPMScheduler, StableDiffusionPipeline
 from diffusers.training_utils import cast_training_params
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 
 from warmfed_flwr.config import DEFAULTS, GenerateSettings, LoraSettings
 from warmfed_flwr.generative.base import Adapter
-from warmfed_flwr.generative.lora_targets import lora_config
-from warmfed_flwr.generative.tiny import adapter_layers, adapter_rank, fold_lora_scaling
+from warmfed_flwr.generative.lora_targets import adapter_lora_config, fold_lora_scaling, lora_config
 
 logger = logging.getLogger(__name__)
 
@@ -245,8 +244,7 @@ class StableDiffusionBackbone:
     def _load_adapter(self, adapter: Mapping[str, np.ndarray]) -> None:
         """Add LoRA layers shaped like `adapter` to the UNet (alpha = rank) and load its tensors."""
         unet = self.pipeline.unet
-        rank = adapter_rank(adapter)
-        unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=adapter_layers(adapter)))
+        unet.add_adapter(adapter_lora_config(adapter))
         state = {name: torch.from_numpy(np.asarray(array, dtype=np.float32)) for name, array in adapter.items()}
         result = set_peft_model_state_dict(unet, state)
         missing = sorted(key for key in result.missing_keys if ".lora_" in key)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -23,17 +22,14 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
-from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 
 from warmfed_flwr.config import GenerateSettings, LoraSettings
 from warmfed_flwr.generative.assets import shipped_tiny_base_dir
 from warmfed_flwr.generative.base import Adapter
-from warmfed_flwr.generative.lora_targets import lora_config
+from warmfed_flwr.generative.lora_targets import adapter_lora_config, fold_lora_scaling, lora_config
 
-LORA_A_KEY = re.compile(r"\.lora_(A|embedding_A)\b")
-LORA_B_KEY = re.compile(r"\.lora_(B|embedding_B)\b")
-LORA_PARAMETER_KEY = re.compile(r"\.lora_(?:A|B|embedding_A|embedding_B)\b")
 TINY_ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-unet"
 LABEL_DROPOUT = 0.1
 LORA_WARMUP_DIVISOR = 10  # the first tenth of the LoRA steps warms the learning rate up
@@ -200,10 +196,7 @@ class TinyBackbone:
     def _copy_with_merged_adapter(self, adapter: Mapping[str, np.ndarray]) -> UNet2DModel:
         """A copy of the base with `adapter` loaded and merged into its weights, for fast sampling."""
         model = copy.deepcopy(self.unet)
-        rank = adapter_rank(adapter)
-        model = inject_adapter_in_model(
-            LoraConfig(r=rank, lora_alpha=rank, target_modules=adapter_layers(adapter)), model
-        )
+        model = inject_adapter_in_model(adapter_lora_config(adapter), model)
         state = {name: torch.from_numpy(np.asarray(array, dtype=np.float32)) for name, array in adapter.items()}
         result = set_peft_model_state_dict(model, state)
         if result.unexpected_keys:
@@ -228,31 +221,6 @@ class TinyBackbone:
                 epsilon = unconditional + guidance * (conditional - unconditional)
             sample = sampler.step(epsilon, timestep, sample).prev_sample
         return sample
-
-
-def fold_lora_scaling(state: Mapping[str, torch.Tensor], scale: float) -> Adapter:
-    """peft LoRA tensors as float32 arrays with the `alpha / rank` scale multiplied into the B matrices.
-
-    The generate side receives only the arrays, so adapters travel self-contained: loading them
-    with alpha = rank reproduces the fitted model exactly.
-    """
-    return {
-        name: (tensor.detach().to(torch.float32) * (scale if LORA_B_KEY.search(name) else 1.0)).numpy().copy()
-        for name, tensor in state.items()
-    }
-
-
-def adapter_rank(adapter: Mapping[str, np.ndarray]) -> int:
-    """The LoRA rank of an adapter: the leading dimension of its A matrices."""
-    ranks = {array.shape[0] for name, array in adapter.items() if LORA_A_KEY.search(name)}
-    if len(ranks) != 1:
-        raise ValueError(f"adapter must hold LoRA A matrices of one rank, found ranks {sorted(ranks)}")
-    return ranks.pop()
-
-
-def adapter_layers(adapter: Mapping[str, np.ndarray]) -> list[str]:
-    """Names of the layers an adapter adapts (its keys up to the LoRA parameter name)."""
-    return sorted({LORA_PARAMETER_KEY.split(name)[0] for name in adapter})
 
 
 def load_tiny_backbone(path: str = "") -> TinyBackbone:
