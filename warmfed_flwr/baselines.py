@@ -12,7 +12,7 @@ from warmfed_flwr import data
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.federation import ClientInfo, send_phase
-from warmfed_flwr.models import build_classifier
+from warmfed_flwr.models import initial_classifier
 from warmfed_flwr.personalize import personalize
 from warmfed_flwr.results import RunRecorder
 from warmfed_flwr.rounds import make_aggregation, run_rounds
@@ -22,7 +22,7 @@ from warmfed_flwr.transport import model_to_record
 
 def initial_arrays(settings: Settings, num_classes: int) -> ArrayRecord:
     """The shared, seeded classifier initialisation every method starts from."""
-    return model_to_record(build_classifier(settings.train.model, num_classes, settings.data.image_size, seed=settings.seed))
+    return model_to_record(initial_classifier(settings, num_classes))
 
 
 def run_federated(
@@ -84,7 +84,7 @@ def run_centralized(recorder: RunRecorder, clients: list[ClientInfo], settings: 
         torch.cat([cd.train.images for cd in client_data.values()]),
         torch.cat([cd.train.labels for cd in client_data.values()]),
     )
-    model = build_classifier(settings.train.model, num_classes, settings.data.image_size, seed=settings.seed)
+    model = initial_classifier(settings, num_classes)
     with recorder.phase("centralized"):
         train_supervised(
             model, pooled, settings.train.local_only_epochs, settings.train.lr, settings.train.batch_size, settings.seed, device

@@ -13,6 +13,8 @@ from typing import Any, Mapping
 METHODS = ("warmfed", "fgl", "fedavg", "fedprox", "fedavg-ft", "local", "centralized")
 DATASETS = ("digits-domains", "imagefolder", "office-caltech10", "domainnet", "camelyon17", "huggingface")
 MODELS = ("cnn", "resnet18")
+PRETRAINED_CHOICES = ("auto", "none")
+WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")
 PARTITIONINGS = ("iid", "dirichlet")
 AGGREGATIONS = ("fedavg", "fedprox", "fedadam")
 BACKBONES = ("tiny", "stable-diffusion")
@@ -37,6 +39,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "data.min-train-images": 10,
     "data.classes": "",
     "model.name": "cnn",
+    "model.pretrained": "none",
     "train.batch-size": 32,
     "train.lr": 0.05,
     "train.local-epochs": 5,
@@ -128,6 +131,15 @@ class _Reader:
             raise ConfigError(f"config key '{key}': {value!r} must be between {low} and {high}")
         return value
 
+    def weights(self, key: str) -> str:
+        """'auto', 'none' or the path of a weights file (whether it exists is checked where it is loaded)."""
+        value = self.flat[key]
+        if value not in PRETRAINED_CHOICES and not value.endswith(WEIGHT_SUFFIXES):
+            raise ConfigError(
+                f"config key '{key}': {value!r} is not auto, none or a path ending in {', '.join(WEIGHT_SUFFIXES)}"
+            )
+        return value
+
 
 @dataclass(frozen=True)
 class DataSettings:
@@ -150,6 +162,7 @@ class TrainSettings:
     """Classifier training on clients and in FedAvg-style rounds."""
 
     model: str
+    pretrained: str
     batch_size: int
     lr: float
     local_epochs: int
@@ -248,6 +261,7 @@ class Settings:
             ),
             train=TrainSettings(
                 model=r.choice("model.name", MODELS),
+                pretrained=r.weights("model.pretrained"),
                 batch_size=r.between("train.batch-size", 1, 65536),
                 lr=r.positive("train.lr"),
                 local_epochs=r.at_least("train.local-epochs", 1),
