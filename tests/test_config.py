@@ -37,6 +37,7 @@ def test_every_preset_parses(preset):
         ({"rounds": 1.5}, "'rounds'"),
         ({"data.image-size": "big"}, "'data.image-size'"),
         ({"dsd.mode": "hard"}, "'dsd.mode'"),
+        ({"train.augment-shift": 9}, "'train.augment-shift'"),
         ({"lora.lr": 0.0}, "'lora.lr'"),
         ({"lora.send-label-counts": "maybe"}, "'lora.send-label-counts'"),
         ({"generate.prompt-template": "a photo"}, "'generate.prompt-template'"),

@@ -4,7 +4,7 @@ import torch
 
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.models import build_classifier
-from warmfed_flwr.training import evaluate_accuracy, run_epochs, train_supervised
+from warmfed_flwr.training import evaluate_accuracy, random_shift, run_epochs, train_supervised
 
 
 def _separable(n=200, classes=4, seed=0):
@@ -53,3 +53,26 @@ def test_fedprox_term_keeps_weights_closer_to_start():
         return sum(float(((p.detach() - q) ** 2).sum()) for p, q in zip(m.parameters(), init))
 
     assert drift(prox) < drift(plain)
+
+
+def test_random_shift_moves_images_by_at_most_max_shift_and_is_seeded():
+    images = torch.zeros(64, 3, 8, 8)
+    images[:, :, 3:5, 3:5] = 1.0  # a 2x2 bright square in the middle
+    shifted = random_shift(images, 2, torch.Generator().manual_seed(0))
+    assert shifted.shape == images.shape
+    rows = [int(torch.nonzero(img[0].sum(dim=1))[0]) for img in shifted]
+    cols = [int(torch.nonzero(img[0].sum(dim=0))[0]) for img in shifted]
+    assert set(rows) <= set(range(1, 6)) and set(cols) <= set(range(1, 6))
+    assert len(set(zip(rows, cols))) > 5, "offsets are drawn per image"
+    assert torch.equal(shifted, random_shift(images, 2, torch.Generator().manual_seed(0)))
+
+
+def test_augmented_training_is_reproducible_and_differs_from_plain():
+    train = _separable()
+    device = torch.device("cpu")
+    runs = [build_classifier("cnn", 4, 16, seed=0) for _ in range(3)]
+    for model, shift in zip(runs, (1, 1, 0)):
+        train_supervised(model, train, 2, 0.05, 32, 0, device, max_shift=shift)
+    first, again, plain = ([p.detach() for p in m.parameters()] for m in runs)
+    assert all(torch.equal(p, q) for p, q in zip(first, again))
+    assert any(not torch.equal(p, q) for p, q in zip(first, plain))

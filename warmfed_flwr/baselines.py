@@ -87,7 +87,8 @@ def run_centralized(recorder: RunRecorder, clients: list[ClientInfo], settings: 
     model = initial_classifier(settings, num_classes)
     with recorder.phase("centralized"):
         train_supervised(
-            model, pooled, settings.train.local_only_epochs, settings.train.lr, settings.train.batch_size, settings.seed, device
+            model, pooled, settings.train.local_only_epochs, settings.train.lr, settings.train.batch_size, settings.seed, device,
+            max_shift=settings.train.augment_shift,
         )
     for pid, cd in client_data.items():
         recorder.clients[pid].global_acc = evaluate_accuracy(model, cd.test, device)

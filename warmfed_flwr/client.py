@@ -132,6 +132,7 @@ def handle_fit_round(msg: Message, context: Context) -> Message:
         client_seed(settings, cd.partition_id, 100 + server_round),
         pick_device(),
         proximal_mu=mu,
+        max_shift=settings.train.augment_shift,
     )
     metrics = MetricRecord({"num-examples": len(cd.train), "train-loss": loss})
     return Message(RecordDict({"arrays": model_to_record(model.cpu()), "metrics": metrics}), reply_to=msg)
@@ -151,6 +152,7 @@ def handle_local(msg: Message, context: Context) -> Message:
         settings.train.batch_size,
         client_seed(settings, cd.partition_id, 2),
         device,
+        max_shift=settings.train.augment_shift,
     )
     metrics = MetricRecord({"num-examples": len(cd.train), "personal-acc": evaluate_accuracy(model, cd.test, device)})
     return Message(RecordDict({"arrays": model_to_record(model.cpu()), "metrics": metrics}), reply_to=msg)
@@ -168,7 +170,8 @@ def handle_dsd(msg: Message, context: Context) -> Message:
         dsd = replace(dsd, mode=str(config["dsd-mode"]))
     global_acc = evaluate_accuracy(teacher, cd.test, device)
     student = train_personalized(
-        teacher, cd.train, dsd, settings.train.batch_size, client_seed(settings, cd.partition_id, 3), device
+        teacher, cd.train, dsd, settings.train.batch_size, client_seed(settings, cd.partition_id, 3), device,
+        max_shift=settings.train.augment_shift,
     )
     metrics = MetricRecord(
         {

@@ -44,6 +44,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "train.lr": 0.05,
     "train.local-epochs": 5,
     "train.local-only-epochs": 30,
+    "train.augment-shift": 1,
     "train.proximal-mu": 0.01,
     "train.aggregation": "fedavg",
     "train.server-lr": 0.01,
@@ -167,6 +168,7 @@ class TrainSettings:
     lr: float
     local_epochs: int
     local_only_epochs: int
+    augment_shift: int
     proximal_mu: float
     aggregation: str
     server_lr: float
@@ -266,6 +268,7 @@ class Settings:
                 lr=r.positive("train.lr"),
                 local_epochs=r.at_least("train.local-epochs", 1),
                 local_only_epochs=r.at_least("train.local-only-epochs", 1),
+                augment_shift=r.between("train.augment-shift", 0, 8),
                 proximal_mu=r.at_least("train.proximal-mu", 0.0),
                 aggregation=r.choice("train.aggregation", AGGREGATIONS),
                 server_lr=r.positive("train.server-lr"),

@@ -65,8 +65,12 @@ def train_personalized(
     batch_size: int,
     seed: int,
     device: torch.device,
+    max_shift: int = 0,
 ) -> nn.Module:
-    """A personalized copy of `teacher` trained on `split` with DSD at `dsd.lr`; the teacher is left untouched."""
+    """A personalized copy of `teacher` trained on `split` with DSD at `dsd.lr`; the teacher is left untouched.
+
+    `max_shift` is the random-shift augmentation of `run_epochs` (teacher and student see the same shifted batch).
+    """
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -86,5 +90,6 @@ def train_personalized(
             teacher_logits = teacher(x)
         return dsd_loss(student_logits, teacher_logits, y, state["weight"], dsd.temperature, dsd.mode)
 
-    run_epochs(student, split, dsd.epochs, dsd.lr, batch_size, seed, device, batch_loss=batch_loss, on_epoch_start=set_weight)
+    run_epochs(student, split, dsd.epochs, dsd.lr, batch_size, seed, device, batch_loss=batch_loss, on_epoch_start=set_weight,
+               max_shift=max_shift)
     return student

@@ -29,7 +29,7 @@ from warmfed_flwr.federation import ClientInfo, TooFewClientsError, send_phase
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import AdapterError, adapter_bytes, validate_adapter
 from warmfed_flwr.generative.base import Adapter
-from warmfed_flwr.models import build_classifier
+from warmfed_flwr.models import build_classifier, initial_classifier
 from warmfed_flwr.personalize import personalize
 from warmfed_flwr.plots import save_sample_grid
 from warmfed_flwr.results import RunRecorder
@@ -239,8 +239,9 @@ class WarmFedStrategy:
     def train_on_pool(self, pool: ImageSplit) -> torch.nn.Module:
         """The warm start: a fresh global classifier trained on the synthetic pool (server-side fine-tuning)."""
         s = self.settings
-        model = build_classifier(s.train.model, len(self.class_names), s.data.image_size, seed=s.seed)
-        train_supervised(model, pool, s.server_epochs, s.train.lr, s.train.batch_size, s.seed, self.device)
+        model = initial_classifier(s, len(self.class_names))
+        train_supervised(model, pool, s.server_epochs, s.train.lr, s.train.batch_size, s.seed, self.device,
+                         max_shift=s.train.augment_shift)
         return model
 
     def server_update(self, pool: ImageSplit):  # type: ignore[no-untyped-def]
@@ -252,7 +253,8 @@ class WarmFedStrategy:
         def update(arrays: ArrayRecord) -> ArrayRecord:
             model = build_classifier(s.train.model, len(self.class_names), s.data.image_size)
             load_record_into(model, arrays)
-            train_supervised(model, pool, s.server_round_epochs, s.train.lr, s.train.batch_size, s.seed, self.device)
+            train_supervised(model, pool, s.server_round_epochs, s.train.lr, s.train.batch_size, s.seed, self.device,
+                             max_shift=s.train.augment_shift)
             return model_to_record(model.cpu())
 
         return update

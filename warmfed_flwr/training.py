@@ -24,6 +24,16 @@ def cross_entropy_loss(model: nn.Module, images: torch.Tensor, labels: torch.Ten
     return F.cross_entropy(model(images), labels)
 
 
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each image moved by up to `max_shift` pixels in x and y (edge pixels repeated)."""
+    size_y, size_x = images.shape[-2:]
+    padded = F.pad(images, (max_shift,) * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * max_shift + 1, (images.shape[0], 2), generator=generator)
+    return torch.stack(
+        [padded[i, :, top : top + size_y, left : left + size_x] for i, (top, left) in enumerate(offsets.tolist())]
+    )
+
+
 def proximal_term(model: nn.Module, anchor: list[torch.Tensor], mu: float) -> torch.Tensor:
     """FedProx's (mu / 2) * ||w - w_anchor||^2 over all trainable parameters."""
     return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
@@ -39,11 +49,14 @@ def run_epochs(
     device: torch.device,
     batch_loss: BatchLoss = cross_entropy_loss,
     on_epoch_start: Callable[[int], None] | None = None,
+    max_shift: int = 0,
 ) -> float:
     """SGD (momentum 0.9, weight decay 5e-4, cosine learning rate) over `split`; returns the last epoch's mean loss.
 
     `batch_loss` lets a phase change the objective (FedProx, DSD) while sharing the loop;
     `on_epoch_start(epoch)` lets it update per-epoch state such as a distillation weight.
+    With `max_shift` > 0 every image is moved by a random offset of up to that many pixels
+    (drawn from the seeded generator, so runs stay reproducible).
     """
     if len(split) == 0:
         raise ValueError("cannot train on an empty split")
@@ -60,7 +73,8 @@ def run_epochs(
         total, count = 0.0, 0
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            x, y = images[idx].to(device), labels[idx].to(device)
+            x = random_shift(images[idx], max_shift, generator) if max_shift else images[idx]
+            x, y = x.to(device), labels[idx].to(device)
             optimizer.zero_grad(set_to_none=True)
             loss = batch_loss(model, x, y)
             loss.backward()
@@ -81,16 +95,20 @@ def train_supervised(
     seed: int,
     device: torch.device,
     proximal_mu: float = 0.0,
+    max_shift: int = 0,
 ) -> float:
-    """Cross-entropy training, with FedProx's proximal term towards the starting weights when mu > 0."""
+    """Cross-entropy training, with FedProx's proximal term towards the starting weights when mu > 0.
+
+    `max_shift` is the random-shift augmentation of `run_epochs`.
+    """
     if proximal_mu <= 0:
-        return run_epochs(model, split, epochs, lr, batch_size, seed, device)
+        return run_epochs(model, split, epochs, lr, batch_size, seed, device, max_shift=max_shift)
     anchor = [p.detach().clone().to(device) for p in model.parameters()]
 
     def prox_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return cross_entropy_loss(m, x, y) + proximal_term(m, anchor, proximal_mu)
 
-    return run_epochs(model, split, epochs, lr, batch_size, seed, device, batch_loss=prox_loss)
+    return run_epochs(model, split, epochs, lr, batch_size, seed, device, batch_loss=prox_loss, max_shift=max_shift)
 
 
 @torch.no_grad()
