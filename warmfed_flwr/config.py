@@ -21,6 +21,10 @@ BACKBONES = ("tiny", "stable-diffusion")
 LORA_TARGETS = ("all", "attention")
 DSD_MODES = ("confidence", "constant", "none")
 
+# Where the server writes and what it keeps, not what is computed: never sent to clients, and free to
+# differ between a run and the run it resumes.
+SERVER_ONLY_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters")
+
 DEFAULTS: dict[str, bool | int | float | str] = {
     "method": "warmfed",
     "rounds": 0,

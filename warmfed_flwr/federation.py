@@ -1,8 +1,9 @@
 """Talking to the clients: a byte-counting Grid, client discovery, and one-shot phase messages.
 
-Every reply that is missing (timeout, dead SuperNode) or carries an error (the ClientApp raised)
-is recorded as a failure of that client in that phase; the phase goes on with the others while at
-least `min-clients` answered, otherwise it raises `TooFewClientsError`.
+Every reply that is missing (none within `timeout`) or carries an error (the ClientApp raised, or
+the SuperLink reports the SuperNode offline once it missed its heartbeats) is recorded as a failure
+of that client in that phase; the phase goes on with the others while at least `min-clients`
+answered, otherwise it raises `TooFewClientsError`.
 """
 
 from __future__ import annotations
@@ -13,10 +14,11 @@ from logging import INFO, WARNING
 from typing import Iterable, Mapping
 
 from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from warmfed_flwr.config import DEFAULTS
+from warmfed_flwr.config import DEFAULTS, SERVER_ONLY_KEYS
 from warmfed_flwr.results import RunRecorder
 from warmfed_flwr.transport import content_bytes
 
@@ -24,8 +26,14 @@ RUN_CONFIG_KEY = "run-config"
 
 
 def run_config_record(run_config: Mapping[str, object]) -> ConfigRecord:
-    """The keys of the run config that differ from DEFAULTS (the client merges them over its DEFAULTS)."""
-    return ConfigRecord({k: v for k, v in run_config.items() if k not in DEFAULTS or v != DEFAULTS[k]})
+    """The keys of the run config that differ from DEFAULTS (the client merges them over its DEFAULTS).
+
+    Server-only keys (output and cache folders, resume, keep-adapters) stay on the server.
+    """
+    return ConfigRecord({
+        k: v for k, v in run_config.items()
+        if k not in SERVER_ONLY_KEYS and (k not in DEFAULTS or v != DEFAULTS[k])
+    })
 
 
 class TooFewClientsError(RuntimeError):
@@ -119,6 +127,33 @@ def wait_for_nodes(grid: Grid, expected: int, wait_seconds: float) -> list[int]:
         time.sleep(0.5)
 
 
+def failure_reason(reply: Message) -> str:
+    """Why a reply carries an error: its SuperNode went offline, or the ClientApp raised (with the client's message)."""
+    if reply.error.code == ErrorCode.NODE_UNAVAILABLE:
+        return f"SuperNode unavailable: {reply.error.reason}"
+    return f"client error: {reply.error.reason}"
+
+
+def keep_good_replies(
+    recorder: RunRecorder, phase: str, sent_to: Iterable[int], replies: Iterable[Message], timeout: float
+) -> list[Message]:
+    """The replies without an error; each error reply, and each node of `sent_to` that did not reply, is a failure."""
+    good, answered = [], set()
+    for reply in replies:
+        node_id = reply.metadata.src_node_id
+        answered.add(node_id)
+        if reply.has_error():
+            reason = failure_reason(reply)
+            recorder.add_failure(phase, node_id, reason)
+            log(WARNING, "[%s] node %d failed: %s", phase, node_id, reason)
+        else:
+            good.append(reply)
+    for node_id in sorted(set(sent_to) - answered):
+        recorder.add_failure(phase, node_id, f"no reply within {timeout:g} s")
+        log(WARNING, "[%s] node %d did not reply within %g s", phase, node_id, timeout)
+    return good
+
+
 def send_phase(
     grid: Grid,
     recorder: RunRecorder,
@@ -142,20 +177,10 @@ def send_phase(
         messages.append(Message(content=content, dst_node_id=node_id, message_type=message_type))
     log(INFO, "[%s] sending %s to %d clients", phase, message_type, len(messages))
     replies = grid.send_and_receive(messages, timeout=timeout)
-    good: dict[int, RecordDict] = {}
-    for reply in replies:
-        node_id = reply.metadata.src_node_id
-        if reply.has_error():
-            recorder.add_failure(phase, node_id, f"client error: {reply.error.reason}")
-            log(WARNING, "[%s] node %d failed: %s", phase, node_id, reply.error.reason)
-        else:
-            good[node_id] = reply.content
-    for node_id in contents:
-        if node_id not in good and not any(
-            f["node_id"] == node_id and f["phase"] == phase for f in recorder.failures
-        ):
-            recorder.add_failure(phase, node_id, f"no reply within {timeout:.0f} s")
-            log(WARNING, "[%s] node %d did not reply within %.0f s", phase, node_id, timeout)
+    good = {
+        reply.metadata.src_node_id: reply.content
+        for reply in keep_good_replies(recorder, phase, contents.keys(), replies, timeout)
+    }
     if len(good) < min_clients:
         raise TooFewClientsError(
             f"phase '{phase}': only {len(good)} of {len(contents)} clients answered, "
@@ -216,6 +241,7 @@ def discover_clients(
         )
     asked = {i.node_id for i in infos}
     infos += _query_info(grid, recorder, [n for n in remaining if n not in asked], expected, run_config, timeout)
+    recorder.clear_failures("discover", {i.node_id for i in infos})  # too slow for the first probe is no failure
     if len(infos) < min_clients:
         raise TooFewClientsError(f"only {len(infos)} of {expected} clients answered discovery (min-clients={min_clients})")
     seen = [i.partition_id for i in infos]

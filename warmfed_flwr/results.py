@@ -78,6 +78,10 @@ class RunRecorder:
             }
         )
 
+    def clear_failures(self, phase: str, node_ids: set[int]) -> None:
+        """Forget the failures of these nodes in `phase`: they answered a later attempt."""
+        self.failures = [f for f in self.failures if not (f["phase"] == phase and f["node_id"] in node_ids)]
+
     def add_round(self, phase: str, server_round: int, accuracies: Mapping[int, float]) -> None:
         """Record the global model's accuracy per client (by partition id) after a round."""
         self.round_history.append(

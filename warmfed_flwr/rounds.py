@@ -16,7 +16,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
 
 from warmfed_flwr.config import Settings
-from warmfed_flwr.federation import RUN_CONFIG_KEY, TooFewClientsError, run_config_record
+from warmfed_flwr.federation import RUN_CONFIG_KEY, TooFewClientsError, keep_good_replies, run_config_record
 from warmfed_flwr.results import RunRecorder
 
 ServerUpdate = Callable[[ArrayRecord], ArrayRecord]
@@ -48,6 +48,7 @@ class RecordingStrategy(Strategy):
         recorder: RunRecorder,
         run_config: Mapping[str, object],
         min_clients: int,
+        timeout: float,
         phase: str = "rounds",
         server_update: ServerUpdate | None = None,
     ) -> None:
@@ -55,6 +56,7 @@ class RecordingStrategy(Strategy):
         self.recorder = recorder
         self.run_config = dict(run_config)
         self.min_clients = min_clients
+        self.timeout = timeout
         self.phase = phase
         self.server_update = server_update
         self._sent: set[int] = set()
@@ -70,17 +72,7 @@ class RecordingStrategy(Strategy):
         return messages
 
     def _record_failures(self, server_round: int, replies: list[Message]) -> list[Message]:
-        good = []
-        answered = set()
-        for reply in replies:
-            node_id = reply.metadata.src_node_id
-            answered.add(node_id)
-            if reply.has_error():
-                self.recorder.add_failure(f"{self.phase}-{server_round}", node_id, f"client error: {reply.error.reason}")
-            else:
-                good.append(reply)
-        for node_id in self._sent - answered:
-            self.recorder.add_failure(f"{self.phase}-{server_round}", node_id, "no reply before the timeout")
+        good = keep_good_replies(self.recorder, f"{self.phase}-{server_round}", self._sent, replies, self.timeout)
         if len(good) < self.min_clients:
             raise TooFewClientsError(
                 f"{self.phase} round {server_round}: only {len(good)} clients answered, "
@@ -130,6 +122,8 @@ def run_rounds(
     server_update: ServerUpdate | None = None,
 ) -> ArrayRecord:
     """`settings.rounds` rounds of `strategy` from `initial`; returns the final global arrays."""
-    recording = RecordingStrategy(strategy, recorder, run_config, settings.min_clients, "rounds", server_update)
+    recording = RecordingStrategy(
+        strategy, recorder, run_config, settings.min_clients, settings.timeout, "rounds", server_update
+    )
     result = recording.start(grid=grid, initial_arrays=initial, num_rounds=settings.rounds, timeout=settings.timeout)
     return result.arrays if result.arrays is not None else initial
