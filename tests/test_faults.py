@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from flwr.app import Context, Message
@@ -28,11 +29,11 @@ def crash_or_hang(message_type: str) -> Handler:
 
 
 @pytest.mark.parametrize("message_type", sorted(FAULTY_PHASES))
-def test_run_completes_without_a_crashing_and_a_hanging_client(message_type, run_in_process, three_domain_folder):
+def test_run_completes_without_a_crashing_and_a_hanging_client(message_type, run_in_process, three_domain_folder, tmp_path):
     app = build_client_app({**HANDLERS, message_type: crash_or_hang(message_type)})
     results = run_in_process(
         {"method": "warmfed", "rounds": 1, "data.name": "imagefolder", "data.root": str(three_domain_folder),
-         "min-clients": 1, "timeout": TIMEOUT},
+         "min-clients": 1, "timeout": TIMEOUT, "keep-adapters": True},
         num_supernodes=3,
         client_app=app,
     )
@@ -46,3 +47,6 @@ def test_run_completes_without_a_crashing_and_a_hanging_client(message_type, run
     personalized = {pid for pid, c in clients.items() if c["personal_acc"] is not None}
     assert personalized == ({0} if phase == "dsd" else {0, 1, 2})
     assert [r["round"] for r in results["round_history"]] == [1]
+    # keep-adapters=true: the adapters that passed, and only those, stay in the run directory
+    adapters = {int(p.stem.removeprefix("partition-")) for p in Path(tmp_path / "run" / "artifacts").glob("adapters-*/*")}
+    assert adapters == ({0} if phase == "lora" else {0, 1, 2})

@@ -1,10 +1,11 @@
-"""Reusable WarmFed artifacts: client adapters and synthetic pools, stored as safetensors.
+"""Reusable WarmFed artifacts: client adapters, synthetic pools and global models, stored as safetensors.
 
 With `cache-dir` set, work that is identical across runs (the same clients' adapters for the same
 data, LoRA settings, base model and seed; the same synthetic pool for the same adapters and
 generation settings) is computed once. The cache key is a hash of every setting that produces the
 artifact, so a changed setting never reuses a stale file. A reused phase is recorded in
 results.json with the seconds and bytes it cost when it was computed, marked `cached`.
+The same store under a run directory holds that run's checkpoints (see `checkpoint.py`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -109,3 +111,23 @@ class ArtifactCache:
             for pid in pids
         }
         return shares, float(metadata["seconds"])
+
+    def model_path(self, name: str) -> Path:
+        return self.root / f"model-{name}.safetensors"
+
+    def save_model(self, name: str, arrays: Mapping[str, np.ndarray]) -> None:
+        """A model's named arrays (a state dict), their order kept in the metadata."""
+        save_arrays_atomic(self.model_path(name), arrays, {"order": json.dumps(list(arrays))})
+
+    def load_model(self, name: str) -> dict[str, np.ndarray]:
+        """The named arrays saved by `save_model`, in their original order."""
+        arrays, metadata = load_arrays(self.model_path(name))
+        return {key: arrays[key] for key in json.loads(metadata["order"])}
+
+    def delete_adapters(self) -> int:
+        """Delete every stored adapter; returns how many adapter files there were."""
+        deleted = 0
+        for folder in sorted(self.root.glob("adapters-*")):
+            deleted += sum(1 for _ in folder.glob("*.safetensors"))
+            shutil.rmtree(folder)
+        return deleted

@@ -9,6 +9,7 @@ from flwr.app import ArrayRecord, RecordDict
 from flwr.serverapp import Grid
 
 from warmfed_flwr import data
+from warmfed_flwr.checkpoint import Checkpoint
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.federation import ClientInfo, send_phase
@@ -32,16 +33,17 @@ def run_federated(
     settings: Settings,
     run_config: Mapping[str, object],
     num_classes: int,
+    checkpoint: Checkpoint,
 ) -> None:
     """fedavg / fedprox for R rounds; fedavg-ft then fine-tunes the final global model on each client."""
-    with recorder.phase("rounds"):
-        arrays = run_rounds(
-            grid, recorder, make_aggregation(settings, len(clients)), initial_arrays(settings, num_classes),
-            settings, run_config,
-        )
+    arrays = run_rounds(
+        grid, recorder, make_aggregation(settings, len(clients)), initial_arrays(settings, num_classes),
+        settings, run_config, checkpoint=checkpoint,
+    )
     if settings.method == "fedavg-ft":
-        with recorder.phase("finetune"):
-            personalize(grid, recorder, clients, arrays, settings, run_config, dsd_mode="none")
+        checkpoint.once("finetune", recorder, lambda: personalize(
+            grid, recorder, clients, arrays, settings, run_config, dsd_mode="none"
+        ))
 
 
 def run_local(

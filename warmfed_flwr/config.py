@@ -33,6 +33,8 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "timeout": 900.0,
     "output-dir": "",
     "cache-dir": "",
+    "resume": "",
+    "keep-adapters": False,
     "data.name": "digits-domains",
     "data.root": "",
     "data.image-size": 16,
@@ -227,6 +229,8 @@ class Settings:
     timeout: float
     output_dir: str
     cache_dir: str
+    resume: str
+    keep_adapters: bool
     server_epochs: int
     server_round_epochs: int
     data: DataSettings
@@ -251,6 +255,8 @@ class Settings:
             timeout=r.positive("timeout"),
             output_dir=flat["output-dir"],
             cache_dir=flat["cache-dir"],
+            resume=flat["resume"],
+            keep_adapters=flat["keep-adapters"],
             server_epochs=r.at_least("server.epochs", 0),
             server_round_epochs=r.at_least("server.round-epochs", 0),
             data=DataSettings(

@@ -45,10 +45,12 @@ def toml_value(value: object) -> str:
 
 
 def requested_config(preset: str | None, overrides: str | None, output_dir: str | None) -> dict[str, object]:
-    """Preset keys, then command-line overrides, then the absolute output directory."""
+    """Preset keys, then command-line overrides, then the absolute output directory (default: the resumed one)."""
     config: dict[str, object] = load_preset(preset) if preset else {}
     config.update(parse_config_args([overrides]) if overrides else {})
-    out = output_dir or str(config.get("output-dir") or "")
+    if config.get("resume"):
+        config["resume"] = str(Path(str(config["resume"])).expanduser().resolve())
+    out = output_dir or str(config.get("output-dir") or config.get("resume") or "")
     if not out:
         out = str(Path.cwd() / "outputs" / datetime.now().strftime("%Y-%m-%d-%H%M%S"))
     config["output-dir"] = str(Path(out).expanduser().resolve())

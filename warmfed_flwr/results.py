@@ -108,6 +108,22 @@ class RunRecorder:
         self.phases.append({"name": name, "seconds": round(seconds, 3), "cached": True})
         self.write()
 
+    def take_over(self, results: Mapping[str, Any]) -> None:
+        """Continue a resumed run: its per-client numbers, finished phases (marked `resumed`), rounds and failures.
+
+        Its discovery is left out: discovery ran again, and the node ids are this run's.
+        """
+        for saved in results["clients"]:
+            client = self.clients.get(saved["partition_id"])
+            if client is not None:
+                client.global_acc, client.personal_acc = saved["global_acc"], saved["personal_acc"]
+                client.bytes_up, client.bytes_down = saved["bytes_up"], saved["bytes_down"]
+                client.details = dict(saved["details"])
+        self.phases += [{**p, "resumed": True} for p in results["phases"] if p["name"] != "discover"]
+        self.round_history = list(results["round_history"])
+        self.failures += [f for f in results["failures"] if f["phase"] != "discover"]
+        self.write()
+
     def averages(self) -> dict[str, float | None]:
         """Means over clients, and the worst client's personalized accuracy."""
         g = [c.global_acc for c in self.clients.values() if c.global_acc is not None]
@@ -175,7 +191,11 @@ class RunRecorder:
             f"| {avg['bytes_up']:,} | {avg['bytes_down']:,} |"
         )
         lines += ["", "| phase | seconds |", "|---|---|"]
-        lines += [f"| {p['name']}{' (cached)' if p.get('cached') else ''} | {p['seconds']:.1f} |" for p in self.phases]
+        lines += [
+            f"| {p['name']}{' (cached)' if p.get('cached') else ''}{' (resumed)' if p.get('resumed') else ''} "
+            f"| {p['seconds']:.1f} |"
+            for p in self.phases
+        ]
         if self.failures:
             lines += ["", "Failures:"]
             lines += [f"- {f['phase']}: client {f['partition_id']} (node {f['node_id']}): {f['reason']}" for f in self.failures]

@@ -1,8 +1,9 @@
 """Federated rounds through any `flwr.serverapp.strategy` aggregation, recorded per client.
 
 `RecordingStrategy` wraps a user's or a built-in Flower strategy: it adds the run config to every
-message, records each client's failures and per-round accuracy, enforces `min-clients`, and can
-fine-tune the aggregated model on the server (WarmFed/FGL: on the synthetic pool) after each round.
+message, records each client's failures and per-round accuracy, enforces `min-clients`, can
+fine-tune the aggregated model on the server (WarmFed/FGL: on the synthetic pool) after each round,
+and hands each round's global model to a callback (the run's checkpoint).
 """
 
 from __future__ import annotations
@@ -15,11 +16,15 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
 
+from warmfed_flwr.checkpoint import Checkpoint
 from warmfed_flwr.config import Settings
 from warmfed_flwr.federation import RUN_CONFIG_KEY, TooFewClientsError, keep_good_replies, run_config_record
 from warmfed_flwr.results import RunRecorder
 
 ServerUpdate = Callable[[ArrayRecord], ArrayRecord]
+RoundEnd = Callable[[int, ArrayRecord], None]
+# Aggregations without state between rounds: a run resumes them from the last round's global model.
+STATELESS_AGGREGATIONS = (FedAvg, FedProx)
 
 
 def make_aggregation(settings: Settings, num_clients: int) -> Strategy:
@@ -40,7 +45,11 @@ def make_aggregation(settings: Settings, num_clients: int) -> Strategy:
 
 
 class RecordingStrategy(Strategy):
-    """Delegates aggregation to `inner`; records failures and accuracies; optionally updates on the server."""
+    """Delegates aggregation to `inner`; records failures and accuracies; optionally updates on the server.
+
+    Flower numbers the rounds of `start` from 1; they are recorded, and passed to `inner`, as rounds
+    `first_round`, `first_round + 1`, ... (a resumed run continues the numbering, and so the clients' seeds).
+    """
 
     def __init__(
         self,
@@ -51,6 +60,8 @@ class RecordingStrategy(Strategy):
         timeout: float,
         phase: str = "rounds",
         server_update: ServerUpdate | None = None,
+        first_round: int = 1,
+        on_round_end: RoundEnd | None = None,
     ) -> None:
         self.inner = inner
         self.recorder = recorder
@@ -59,7 +70,10 @@ class RecordingStrategy(Strategy):
         self.timeout = timeout
         self.phase = phase
         self.server_update = server_update
+        self.on_round_end = on_round_end
+        self._offset = first_round - 1
         self._sent: set[int] = set()
+        self._arrays: ArrayRecord | None = None  # the global model of the round being evaluated
 
     def summary(self) -> None:
         self.inner.summary()
@@ -81,11 +95,12 @@ class RecordingStrategy(Strategy):
         return good
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return self._with_run_config(self.inner.configure_train(server_round, arrays, config, grid))
+        return self._with_run_config(self.inner.configure_train(server_round + self._offset, arrays, config, grid))
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        server_round += self._offset
         good = self._record_failures(server_round, list(replies))
         arrays, metrics = self.inner.aggregate_train(server_round, good)
         if arrays is not None and self.server_update is not None:
@@ -95,9 +110,11 @@ class RecordingStrategy(Strategy):
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        return self._with_run_config(self.inner.configure_evaluate(server_round, arrays, config, grid))
+        self._arrays = arrays
+        return self._with_run_config(self.inner.configure_evaluate(server_round + self._offset, arrays, config, grid))
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
+        server_round += self._offset
         good = self._record_failures(server_round, list(replies))
         accuracies: dict[int, float] = {}
         for reply in good:
@@ -109,7 +126,10 @@ class RecordingStrategy(Strategy):
         log(INFO, "[%s] round %d: mean global accuracy %.3f", self.phase, server_round,
             sum(accuracies.values()) / max(len(accuracies), 1))
         self.recorder.write()
-        return self.inner.aggregate_evaluate(server_round, good)
+        metrics = self.inner.aggregate_evaluate(server_round, good)
+        if self.on_round_end is not None and self._arrays is not None:
+            self.on_round_end(server_round, self._arrays)
+        return metrics
 
 
 def run_rounds(
@@ -120,10 +140,35 @@ def run_rounds(
     settings: Settings,
     run_config: Mapping[str, object],
     server_update: ServerUpdate | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> ArrayRecord:
-    """`settings.rounds` rounds of `strategy` from `initial`; returns the final global arrays."""
+    """Phase `rounds`: `settings.rounds` rounds of `strategy` from `initial`; returns the final global arrays.
+
+    With a checkpoint, the global model is stored after every round (replacing the previous round's).
+    A run resumes a stateless aggregation (FedAvg, FedProx) after its last stored round; any other
+    strategy restarts its rounds from `initial`, because its server-side state (e.g. FedAdam's
+    moments) is not stored.
+    """
+    if checkpoint is not None and (done := checkpoint.entry("rounds")) is not None:
+        return checkpoint.model(done["model"]) if done["model"] else initial
+    resumable = type(strategy) in STATELESS_AGGREGATIONS
+    last = checkpoint.entry("round") if checkpoint is not None and resumable else None
+    first, arrays = (last["round"] + 1, checkpoint.model(last["model"])) if last else (1, initial)
+
+    def save_round(server_round: int, round_arrays: ArrayRecord) -> None:
+        name = checkpoint.save_model(f"round-{server_round}", round_arrays)
+        if resumable:
+            checkpoint.mark("round", recorder, round=server_round, model=name)
+        checkpoint.drop_model(f"round-{server_round - 1}")
+
     recording = RecordingStrategy(
-        strategy, recorder, run_config, settings.min_clients, settings.timeout, "rounds", server_update
+        strategy, recorder, run_config, settings.min_clients, settings.timeout, "rounds", server_update,
+        first_round=first, on_round_end=save_round if checkpoint is not None else None,
     )
-    result = recording.start(grid=grid, initial_arrays=initial, num_rounds=settings.rounds, timeout=settings.timeout)
-    return result.arrays if result.arrays is not None else initial
+    with recorder.phase("rounds"):
+        result = recording.start(
+            grid=grid, initial_arrays=arrays, num_rounds=settings.rounds - first + 1, timeout=settings.timeout
+        )
+    if checkpoint is not None:
+        checkpoint.mark("rounds", recorder, model=f"round-{settings.rounds}" if settings.rounds else None)
+    return result.arrays if result.arrays is not None else arrays

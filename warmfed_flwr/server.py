@@ -15,6 +15,7 @@ from flwr.serverapp.strategy import Strategy
 
 from warmfed_flwr import data
 from warmfed_flwr.baselines import run_centralized, run_federated, run_local
+from warmfed_flwr.checkpoint import Checkpoint, check_resumable
 from warmfed_flwr.config import Settings, merge_run_config
 from warmfed_flwr.federation import ClientInfo, FederationMismatchError, MeteredGrid, discover_clients
 from warmfed_flwr.plots import save_accuracy_plot
@@ -22,11 +23,31 @@ from warmfed_flwr.results import RunRecorder, write_json_atomic
 from warmfed_flwr.strategy import WarmFedStrategy
 
 
-def resolve_output_dir(output_dir: str) -> Path:
-    """The absolute run directory: `output-dir` as given, or outputs/<date>-<time> under the working directory."""
-    if output_dir:
-        return Path(output_dir).expanduser().resolve()
+def resolve_output_dir(output_dir: str, resume: str = "") -> Path:
+    """The absolute run directory: `output-dir` as given, else the resumed directory, else outputs/<date>-<time>."""
+    if output_dir or resume:
+        return Path(output_dir or resume).expanduser().resolve()
     return (Path.cwd() / "outputs" / datetime.now().strftime("%Y-%m-%d-%H%M%S")).resolve()
+
+
+def open_checkpoint(out_dir: Path, settings: Settings, flat: Mapping[str, Any]) -> Checkpoint:
+    """This run's checkpoint: a fresh one, or with `resume` set, the resumed run's (after checking its settings)."""
+    if not settings.resume:
+        return Checkpoint(out_dir)
+    source = Path(settings.resume).expanduser().resolve()
+    check_resumable(source, flat)
+    checkpoint = Checkpoint.resume(out_dir, source)
+    log(INFO, "resuming %s: finished phases %s", source, [entry["phase"] for entry in checkpoint.finished])
+    return checkpoint
+
+
+def remove_adapters(checkpoint: Checkpoint, settings: Settings) -> None:
+    """A completed run deletes the adapters it received from its run directory, unless `keep-adapters` is set."""
+    if settings.keep_adapters:
+        return
+    deleted = checkpoint.delete_adapters()
+    if deleted:
+        log(INFO, "deleted %d received adapters from the run directory (keep-adapters=false)", deleted)
 
 
 def run_experiment(
@@ -39,7 +60,8 @@ def run_experiment(
     """
     flat = merge_run_config(run_config)
     settings = Settings.from_run_config(flat)
-    out_dir = resolve_output_dir(settings.output_dir)
+    out_dir = resolve_output_dir(settings.output_dir, settings.resume)
+    checkpoint = open_checkpoint(out_dir, settings, flat)  # first: the run directory may be the one resumed
     recorder = RunRecorder(out_dir, settings.method, settings.rounds, settings.seed, settings.data.name)
     write_json_atomic(out_dir / "run_config.json", flat)
     log(INFO, "warmfed-flwr: method=%s rounds=%d seed=%d -> %s", settings.method, settings.rounds, settings.seed, out_dir)
@@ -49,20 +71,24 @@ def run_experiment(
             clients = discover_clients(
                 metered, recorder, data.num_clients(settings.data), flat, settings.timeout, settings.min_clients
             )
+        if checkpoint.results is not None:
+            recorder.take_over(checkpoint.results)
         class_names = agreed_class_names(clients)
         num_classes = len(class_names)
         if settings.method in ("warmfed", "fgl"):
             WarmFedStrategy(
-                settings, flat, recorder, class_names, round_strategy, use_adapters=settings.method == "warmfed"
+                settings, flat, recorder, class_names, round_strategy, use_adapters=settings.method == "warmfed",
+                checkpoint=checkpoint,
             ).run(metered, clients)
         elif settings.method in ("fedavg", "fedprox", "fedavg-ft"):
-            run_federated(metered, recorder, clients, settings, flat, num_classes)
+            run_federated(metered, recorder, clients, settings, flat, num_classes, checkpoint)
         elif settings.method == "local":
             run_local(metered, recorder, clients, settings, flat, num_classes)
         else:
             run_centralized(recorder, clients, settings, num_classes)
     finally:
         recorder.write()
+    remove_adapters(checkpoint, settings)
     save_accuracy_plot(
         out_dir / "accuracy.png", list(recorder.clients.values()), f"{settings.method}, rounds={settings.rounds}"
     )

@@ -4,6 +4,7 @@ Import it into your own `server_app.py` and pass any `flwr.serverapp.strategy.St
 `round_strategy` to use your aggregation for the optional FedAvg-style rounds (see README).
 With `use_adapters=False` it is the FGL baseline: the server generates from the base model with
 class conditioning only, and clients send nothing in the first phase.
+Each phase's result is checkpointed in the run directory; a phase the checkpoint holds is not run again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from flwr.serverapp.strategy import Strategy
 
 from warmfed_flwr import data
 from warmfed_flwr.artifacts import ArtifactCache, adapter_key, cache_key, pool_key
+from warmfed_flwr.checkpoint import Checkpoint, ResumeError
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.types import ImageSplit
@@ -65,6 +67,17 @@ def labels_for_client(label_counts: list[int] | None, num_classes: int, total: i
     return torch.repeat_interleave(torch.arange(num_classes), torch.as_tensor(per_class))
 
 
+def clients_by_partition(clients: list[ClientInfo], needed: Mapping[int, object]) -> dict[int, ClientInfo]:
+    """The discovered clients by partition id; a ResumeError names any partition in `needed` that is missing."""
+    by_pid = {c.partition_id: c for c in clients}
+    missing = sorted(set(needed) - by_pid.keys())
+    if missing:
+        raise ResumeError(
+            f"config key 'resume': partitions {missing} have checkpointed artifacts but did not connect this time"
+        )
+    return by_pid
+
+
 class WarmFedStrategy:
     """Runs WarmFed's phases on a Grid and records everything in a RunRecorder."""
 
@@ -76,6 +89,7 @@ class WarmFedStrategy:
         class_names: tuple[str, ...],
         round_strategy: Strategy | None = None,
         use_adapters: bool = True,
+        checkpoint: Checkpoint | None = None,
     ) -> None:
         self.settings = settings
         self.run_config = dict(run_config)
@@ -83,12 +97,36 @@ class WarmFedStrategy:
         self.class_names = class_names
         self.round_strategy = round_strategy
         self.use_adapters = use_adapters
+        self.checkpoint = checkpoint or Checkpoint(recorder.out_dir)
         self.device = pick_device()
         self.cache = ArtifactCache(Path(settings.cache_dir).expanduser().resolve()) if settings.cache_dir else None
 
     def run(self, grid: Grid, clients: list[ClientInfo]) -> ArrayRecord:
         """All phases; returns the final global model's arrays."""
-        rec = self.recorder
+        rec, ckpt = self.recorder, self.checkpoint
+        shares = self.warm_start_pool(grid, clients)
+        self.save_samples(shares)
+        pool = ImageSplit(torch.cat([s.images for _, s in shares]), torch.cat([s.labels for _, s in shares]))
+        arrays = self.warm_start_model(pool)
+        if self.settings.rounds > 0:
+            strategy = self.round_strategy or make_aggregation(self.settings, len(clients))
+            arrays = run_rounds(
+                grid, rec, strategy, arrays, self.settings, self.run_config, self.server_update(pool), ckpt
+            )
+        ckpt.once("dsd", rec, lambda: personalize(
+            grid, rec, clients, arrays, self.settings, self.run_config, self.settings.dsd.mode
+        ))
+        return arrays
+
+    def warm_start_pool(self, grid: Grid, clients: list[ClientInfo]) -> list[tuple[ClientInfo, ImageSplit]]:
+        """Phases `lora` and `warmstart-generate` (each from the checkpoint, the cache, or run); the pool's shares."""
+        done = self.checkpoint.entry("warmstart-generate")
+        if done is not None:
+            stored = self.checkpoint.store.load_pool(done["key"])
+            if stored is None:
+                raise ResumeError(f"config key 'resume': the synthetic pool is missing from {self.checkpoint.store.root}")
+            by_pid = clients_by_partition(clients, stored[0])
+            return [(by_pid[pid], share) for pid, share in sorted(stored[0].items())]
         if self.use_adapters:
             adapters, source_key = self.adapters_for(grid, clients)
             sources: list[Source] = [(a.client, a.arrays, a.label_counts) for a in adapters]
@@ -96,30 +134,49 @@ class WarmFedStrategy:
             source_key = cache_key("base", self.settings.lora.backbone, self.settings.lora.model_path,
                                    sorted(c.partition_id for c in clients))
             sources = [(c, None, None) for c in clients]
-        shares = self.pool_for(sources, source_key)
-        self.save_samples(shares)
-        pool = ImageSplit(torch.cat([s.images for _, s in shares]), torch.cat([s.labels for _, s in shares]))
+        return self.pool_for(sources, source_key)
+
+    def warm_start_model(self, pool: ImageSplit) -> ArrayRecord:
+        """Phase `warmstart-train` (or the model the checkpoint holds from it): the warm-started global model."""
+        rec, ckpt = self.recorder, self.checkpoint
+        done = ckpt.entry("warmstart-train")
+        if done is not None:
+            return ckpt.model(done["model"])
         with rec.phase("warmstart-train"):
             model = self.train_on_pool(pool)
         arrays = model_to_record(model.cpu())
-        if self.settings.rounds > 0:
-            strategy = self.round_strategy or make_aggregation(self.settings, len(clients))
-            with rec.phase("rounds"):
-                arrays = run_rounds(
-                    grid, rec, strategy, arrays, self.settings, self.run_config, self.server_update(pool)
-                )
-        with rec.phase("dsd"):
-            personalize(grid, rec, clients, arrays, self.settings, self.run_config, self.settings.dsd.mode)
+        ckpt.mark("warmstart-train", rec, model=ckpt.save_model("warmstart", arrays))
         return arrays
 
     def adapters_for(self, grid: Grid, clients: list[ClientInfo]) -> tuple[list[ClientAdapter], str]:
-        """Phase `lora`, or its cached result; returns the adapters and their cache key."""
-        s, rec = self.settings, self.recorder
+        """Phase `lora`, from the checkpoint, the cache, or run; returns the adapters and their key."""
+        s, ckpt = self.settings, self.checkpoint
+        done = ckpt.entry("lora")
+        if done is not None:
+            return self.restore_adapters(clients, done["key"], done["partitions"]), done["key"]
         pids = [c.partition_id for c in clients]
         key = adapter_key(s, pids)
         cached = self.cache.load_adapters(key, pids) if self.cache else None
-        if cached is not None:
-            return self.reuse_adapters(clients, cached), key
+        adapters = self.reuse_adapters(clients, cached) if cached is not None else self.run_lora(grid, clients, key)
+        for a in adapters:
+            ckpt.store.save_adapter(key, a.client.partition_id, a.arrays, {"label_counts": a.label_counts})
+        ckpt.mark("lora", self.recorder, key=key, partitions=[a.client.partition_id for a in adapters])
+        return adapters, key
+
+    def restore_adapters(self, clients: list[ClientInfo], key: str, partitions: list[int]) -> list[ClientAdapter]:
+        """The adapters the checkpoint holds from phase `lora`, in partition order."""
+        stored = self.checkpoint.store.load_adapters(key, partitions)
+        if stored is None:
+            raise ResumeError(
+                f"config key 'resume': adapters of phase 'lora' are missing from {self.checkpoint.store.root}"
+            )
+        by_pid = clients_by_partition(clients, stored)
+        return [ClientAdapter(by_pid[pid], arrays, info["label_counts"]) for pid, (arrays, info) in sorted(stored.items())]
+
+    def run_lora(self, grid: Grid, clients: list[ClientInfo], key: str) -> list[ClientAdapter]:
+        """Phase `lora`: collect the adapters; a complete set also goes to the cache."""
+        rec = self.recorder
+        pids = [c.partition_id for c in clients]
         before = {pid: (rec.clients[pid].bytes_up, rec.clients[pid].bytes_down) for pid in pids}
         with rec.phase("lora"):
             adapters = self.collect_adapters(grid, clients)
@@ -134,7 +191,7 @@ class WarmFedStrategy:
                     "phase_seconds": rec.phases[-1]["seconds"],
                 }
                 self.cache.save_adapter(key, pid, a.arrays, info)
-        return adapters, key
+        return adapters
 
     def reuse_adapters(self, clients: list[ClientInfo], cached: dict[int, tuple[Adapter, dict]]) -> list[ClientAdapter]:
         """Cached adapters, with the bytes and seconds they cost recorded as if the phase ran."""
@@ -153,7 +210,7 @@ class WarmFedStrategy:
         return adapters
 
     def pool_for(self, sources: list[Source], source_key: str) -> list[tuple[ClientInfo, ImageSplit]]:
-        """Phase `warmstart-generate`, or its cached result (keyed by the sources actually used)."""
+        """Phase `warmstart-generate`, or its cached result (keyed by the sources actually used); checkpointed."""
         key = pool_key(self.settings, cache_key(source_key, sorted(c.partition_id for c, _, _ in sources)))
         cached = self.cache.load_pool(key) if self.cache else None
         if cached is not None:
@@ -162,11 +219,14 @@ class WarmFedStrategy:
             for client, share in shares:
                 self.recorder.clients[client.partition_id].details["synthetic_images"] = len(share)
             self.recorder.add_cached_phase("warmstart-generate", seconds)
-            return shares
-        with self.recorder.phase("warmstart-generate"):
-            shares = self.generate_pool(sources)
-        if self.cache:
-            self.cache.save_pool(key, {c.partition_id: share for c, share in shares}, self.recorder.phases[-1]["seconds"])
+        else:
+            with self.recorder.phase("warmstart-generate"):
+                shares = self.generate_pool(sources)
+            seconds = self.recorder.phases[-1]["seconds"]
+            if self.cache:
+                self.cache.save_pool(key, {c.partition_id: share for c, share in shares}, seconds)
+        self.checkpoint.store.save_pool(key, {c.partition_id: share for c, share in shares}, seconds)
+        self.checkpoint.mark("warmstart-generate", self.recorder, key=key)
         return shares
 
     def collect_adapters(self, grid: Grid, clients: list[ClientInfo]) -> list[ClientAdapter]:
