@@ -2,6 +2,7 @@
 
     python scripts/deploy_local.py --supernodes N --work-dir DIR
         [--preset conf/smoke.toml] [--run-config 'method="fedavg"'] [--output-dir DIR/run] [--timeout 600]
+        [--kill-supernode K]
 
 In DIR (which must be empty or new) it
 1. creates a throw-away CA and a server certificate for 127.0.0.1/localhost (openssl, P-384),
@@ -15,6 +16,9 @@ In DIR (which must be empty or new) it
    N are online,
 6. runs `flwr run <app> local-tls --stream --run-config <config>` and checks that `flwr list` says
    finished:completed and that results.json was written.
+   With --kill-supernode K (a fault test) it SIGKILLs SuperNode K and the processes it started as soon
+   as the run has finished discovery, as if that machine died; with min-clients=1 the run must still
+   complete, and results.json records the SuperNode as unavailable.
 Every process it started is stopped by PID when it ends: on success, on failure, on Ctrl-C and on
 SIGTERM. Logs: DIR/logs/. The number of SuperNodes must equal the number of clients the data is split
 into (4 for the embedded digits; a folder of 2 domains with data.name="imagefolder" gives 2).
@@ -218,6 +222,22 @@ class Deployment:
             "--host", HOST, "--port", str(port),
         ])
 
+    def kill(self, name: str) -> None:
+        """SIGKILL a started process and every process it started, as if its machine died (fault tests)."""
+        _, process, _ = next(entry for entry in self.processes if entry[0] == name)
+        try:
+            victims = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            victims = []
+        for victim in victims:
+            try:
+                victim.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(victims, timeout=10)
+        process.wait(timeout=10)
+        print(f"killed {name} (pid {process.pid}) and the {max(len(victims) - 1, 0)} processes it started", flush=True)
+
     def wait_online(self, node_ids: list[int], wait_seconds: float = 60.0) -> None:
         """Wait until every node in `node_ids` is online; fail early if a SuperNode process exits."""
         deadline = time.monotonic() + wait_seconds
@@ -267,7 +287,21 @@ class Deployment:
             log.close()
             print(f"stopped {name} (pid {process.pid}, exit {process.returncode})", flush=True)
 
-def deploy_and_run(work_dir: Path, supernodes: int, config: dict[str, object], timeout: float) -> Path:
+def wait_for_phase(results: Path, phase: str, run: subprocess.Popen, deadline: float) -> None:
+    """Wait until results.json lists `phase` as finished; fail if `flwr run` ends first or time runs out."""
+    while time.monotonic() < deadline and run.poll() is None:
+        try:
+            if any(p["name"] == phase for p in json.loads(results.read_text())["phases"]):
+                return
+        except (OSError, ValueError, KeyError):  # not written yet
+            pass
+        time.sleep(0.2)
+    raise DeploymentError(f"the run did not finish phase '{phase}' (flwr run exit code {run.poll()})")
+
+
+def deploy_and_run(
+    work_dir: Path, supernodes: int, config: dict[str, object], timeout: float, kill_supernode: int | None = None
+) -> Path:
     """Steps 1-6 of the module docstring; returns results.json. Raises DeploymentError on any failure."""
     settings = Settings.from_run_config(config)
     clients = data.num_clients(settings.data)
@@ -296,12 +330,21 @@ def deploy_and_run(work_dir: Path, supernodes: int, config: dict[str, object], t
         print(f"SuperLink https://{HOST}:{deployment.superlink_port}, SuperNodes online: {node_ids}", flush=True)
         command = ["flwr", "run", str(APP_DIR), CONNECTION, "--stream", "--run-config", str(config_file)]
         print(f"$ {' '.join(command)}", flush=True)
+        deadline = time.monotonic() + timeout
+        run = subprocess.Popen(command, env=deployment.cli_env, cwd=APP_DIR)
         try:
-            subprocess.run(command, env=deployment.cli_env, cwd=APP_DIR, check=True, timeout=timeout)
+            if kill_supernode is not None:
+                wait_for_phase(results, "discover", run, deadline)
+                deployment.kill(f"supernode-{kill_supernode}")
+            returncode = run.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired as error:
             raise DeploymentError(f"flwr run did not finish within {timeout:.0f} s; logs in {deployment.logs}") from error
-        except subprocess.CalledProcessError as error:
-            raise DeploymentError(f"flwr run exited with {error.returncode}; logs in {deployment.logs}") from error
+        finally:
+            if run.poll() is None:
+                run.kill()
+                run.wait()
+        if returncode != 0:
+            raise DeploymentError(f"flwr run exited with {returncode}; logs in {deployment.logs}")
         status = last_run_status(deployment.cli_env, APP_DIR)
     if status != "finished:completed" or not results.exists():
         raise DeploymentError(
@@ -323,10 +366,14 @@ def main() -> None:
     parser.add_argument("--run-config", default='method="fedavg"', help="key=value overrides of the preset")
     parser.add_argument("--output-dir", type=Path, help="run directory (default WORK_DIR/run)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for `flwr run`")
+    parser.add_argument("--kill-supernode", type=int, metavar="K",
+                        help="fault test: SIGKILL SuperNode K (with its processes) once the run finished discovery")
     args = parser.parse_args()
 
     if args.supernodes < 1:
         parser.error("--supernodes must be at least 1")
+    if args.kill_supernode is not None and not 0 <= args.kill_supernode < args.supernodes:
+        parser.error(f"--kill-supernode must be between 0 and {args.supernodes - 1}")
     work_dir = args.work_dir.expanduser().resolve()
     if work_dir.exists() and any(work_dir.iterdir()):
         parser.error(f"--work-dir {work_dir} is not empty")
@@ -342,7 +389,7 @@ def main() -> None:
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
         check_tools(flower_env(work_dir / "flwr-home"))
-        results = deploy_and_run(work_dir, args.supernodes, config, args.timeout)
+        results = deploy_and_run(work_dir, args.supernodes, config, args.timeout, args.kill_supernode)
     except (DeploymentError, ConfigError, DataError) as error:
         sys.exit(f"deployment failed: {error}")
     print((results.parent / "summary.md").read_text())

@@ -1,4 +1,8 @@
-"""scripts/deploy_local.py: a TLS SuperLink with SuperNode authentication on loopback, real SuperNodes, `flwr run`."""
+"""scripts/deploy_local.py: a TLS SuperLink with SuperNode authentication on loopback, real SuperNodes, `flwr run`.
+
+The run test also kills one of the two SuperNodes after discovery: the same deployment shows that a
+run goes on without a dead SuperNode (one test instead of two, because each deployment costs a minute).
+"""
 
 from __future__ import annotations
 
@@ -35,16 +39,22 @@ def _run_script(args: list[str], timeout: float) -> tuple[int, str]:
     return process.returncode, output
 
 
-def test_two_authenticated_supernodes_over_tls_complete_a_run(two_domain_folder, tmp_path):
+def test_two_authenticated_supernodes_over_tls_complete_a_run_after_one_dies(two_domain_folder, tmp_path):
     work = tmp_path / "deploy"
-    overrides = f'method="fedavg" data.name="imagefolder" data.root="{two_domain_folder}"'
-    returncode, output = _run_script(["--supernodes", "2", "--work-dir", str(work), "--run-config", overrides],
-                                     timeout=300)
+    overrides = f'method="fedavg" rounds=2 min-clients=1 data.name="imagefolder" data.root="{two_domain_folder}"'
+    returncode, output = _run_script(["--supernodes", "2", "--work-dir", str(work), "--run-config", overrides,
+                                      "--kill-supernode", "1"], timeout=400)
     assert returncode == 0, output[-5000:]
+    assert re.search(r"^killed supernode-1 \(pid \d+\)", output, flags=re.MULTILINE)
 
     results = json.loads((work / "run" / "results.json").read_text())
-    assert results["method"] == "fedavg" and results["failures"] == []
+    assert results["method"] == "fedavg" and [r["round"] for r in results["round_history"]] == [1, 2]
     assert sorted(client["partition_id"] for client in results["clients"]) == [0, 1]
+    # the dead SuperNode is a failure of partition 1 in the rounds (which round depends on when it died)
+    assert results["failures"] and {f["partition_id"] for f in results["failures"]} == {1}
+    assert all(f["phase"].startswith("rounds-") for f in results["failures"])
+    assert any(f["reason"].startswith("SuperNode unavailable") for f in results["failures"])
+    assert results["clients"][0]["global_acc"] is not None
     online = [int(n) for n in re.search(r"SuperNodes online: \[([\d, ]+)\]", output).group(1).split(",")]
     assert sorted(client["node_id"] for client in results["clients"]) == sorted(online)
 

@@ -135,12 +135,17 @@ def failure_reason(reply: Message) -> str:
 
 
 def keep_good_replies(
-    recorder: RunRecorder, phase: str, sent_to: Iterable[int], replies: Iterable[Message], timeout: float
+    recorder: RunRecorder, phase: str, sent: Iterable[Message], replies: Iterable[Message], timeout: float
 ) -> list[Message]:
-    """The replies without an error; each error reply, and each node of `sent_to` that did not reply, is a failure."""
+    """The replies without an error; each error reply, and each message of `sent` without a reply, is a failure.
+
+    A reply is matched to the node its message went to: the SuperLink, not the node, sends the error
+    reply for a SuperNode that went offline.
+    """
+    destination = {msg.metadata.message_id: msg.metadata.dst_node_id for msg in sent}
     good, answered = [], set()
     for reply in replies:
-        node_id = reply.metadata.src_node_id
+        node_id = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
         answered.add(node_id)
         if reply.has_error():
             reason = failure_reason(reply)
@@ -148,7 +153,7 @@ def keep_good_replies(
             log(WARNING, "[%s] node %d failed: %s", phase, node_id, reason)
         else:
             good.append(reply)
-    for node_id in sorted(set(sent_to) - answered):
+    for node_id in sorted(set(destination.values()) - answered):
         recorder.add_failure(phase, node_id, f"no reply within {timeout:g} s")
         log(WARNING, "[%s] node %d did not reply within %g s", phase, node_id, timeout)
     return good
@@ -179,7 +184,7 @@ def send_phase(
     replies = grid.send_and_receive(messages, timeout=timeout)
     good = {
         reply.metadata.src_node_id: reply.content
-        for reply in keep_good_replies(recorder, phase, contents.keys(), replies, timeout)
+        for reply in keep_good_replies(recorder, phase, messages, replies, timeout)
     }
     if len(good) < min_clients:
         raise TooFewClientsError(

@@ -72,7 +72,7 @@ class RecordingStrategy(Strategy):
         self.server_update = server_update
         self.on_round_end = on_round_end
         self._offset = first_round - 1
-        self._sent: set[int] = set()
+        self._sent: list[Message] = []
         self._arrays: ArrayRecord | None = None  # the global model of the round being evaluated
 
     def summary(self) -> None:
@@ -82,7 +82,7 @@ class RecordingStrategy(Strategy):
         messages = list(messages)
         for msg in messages:
             msg.content[RUN_CONFIG_KEY] = run_config_record(self.run_config)
-        self._sent = {msg.metadata.dst_node_id for msg in messages}
+        self._sent = messages
         return messages
 
     def _record_failures(self, server_round: int, replies: list[Message]) -> list[Message]:
