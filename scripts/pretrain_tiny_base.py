@@ -2,7 +2,8 @@
 
 Trains only on the unstyled base fold of digits-domains (`load_digits_domains(16, seed=0).base`),
 which no client owns, for a fixed number of steps from a fixed seed, and writes
-`warmfed_flwr/assets/tiny-unet/{config.json, diffusion_pytorch_model.safetensors, pretrain.json}`.
+`warmfed_flwr/assets/tiny-unet/{config.json, diffusion_pytorch_model.safetensors,
+scheduler_config.json, pretrain.json}`.
 
     PYTHONPATH=. .venv/bin/python scripts/pretrain_tiny_base.py   # ~11 min on 2 idle CPU cores
 
@@ -18,12 +19,12 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from diffusers import UNet2DModel
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from warmfed_flwr.data.digits_domains import load_digits_domains
+from warmfed_flwr.training import random_shift
 from warmfed_flwr.generative.tiny import (
     TINY_ASSET_DIR,
     denoising_loss,
@@ -36,16 +37,6 @@ IMAGE_SIZE = 16
 MAX_SHIFT = 1
 WARMUP_STEPS = 100
 LOG_EVERY = 100
-
-
-def random_shift(images: torch.Tensor, max_shift: int) -> torch.Tensor:
-    """Each image moved by up to `max_shift` pixels in x and y (edge pixels repeated)."""
-    size = images.shape[-1]
-    padded = F.pad(images, (max_shift,) * 4, mode="replicate")
-    offsets = torch.randint(0, 2 * max_shift + 1, (images.shape[0], 2))
-    return torch.stack(
-        [padded[i, :, top : top + size, left : left + size] for i, (top, left) in enumerate(offsets.tolist())]
-    )
 
 
 def pretrain(steps: int, batch_size: int, lr: float, seed: int) -> tuple[UNet2DModel, float]:
@@ -90,6 +81,7 @@ def main() -> None:
     unet, final_loss = pretrain(args.steps, args.batch_size, args.lr, args.seed)
     seconds = time.perf_counter() - started
     unet.save_pretrained(args.out, safe_serialization=True)
+    training_scheduler().save_config(args.out)
     record = {
         "steps": args.steps,
         "batch_size": args.batch_size,

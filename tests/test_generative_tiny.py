@@ -17,6 +17,7 @@ from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS, fold_lor
 from warmfed_flwr.generative.tiny import (
     TINY_ASSET_DIR,
     TinyBackbone,
+    denoising_loss,
     load_tiny_backbone,
     tiny_unet_config,
 )
@@ -171,3 +172,34 @@ def test_shipped_asset_loads_with_the_expected_config():
     assert all(parameter.dtype == torch.float32 for parameter in backbone.unet.parameters())
     adapter_bytes = 4 * sum(int(np.prod(shape)) for shape in backbone.adapter_shapes(lora).values())
     assert adapter_bytes <= backbone.base_bytes() / 5
+
+
+def test_shipped_asset_carries_its_zero_snr_v_prediction_schedule():
+    scheduler = load_tiny_backbone().scheduler
+    assert scheduler.config.prediction_type == "v_prediction"
+    assert scheduler.config.rescale_betas_zero_snr and scheduler.config.timestep_spacing == "trailing"
+    assert float(scheduler.alphas_cumprod[-1]) == 0.0, "the last training step must be pure noise"
+
+
+def test_a_base_folder_without_its_schedule_is_refused_naming_the_file(tmp_path):
+    UNet2DModel(**tiny_unet_config(num_classes=3, sample_size=8, block_out_channels=(8, 16))).save_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="scheduler_config.json.*lora.model-path"):
+        load_tiny_backbone(str(tmp_path))
+
+
+def test_v_prediction_loss_targets_the_velocity(backbone):
+    clean, labels = torch.rand(4, 3, 8, 8) * 2 - 1, torch.tensor([0, 1, 2, 0])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)
+        loss = denoising_loss(backbone.unet, backbone.scheduler, clean, labels, backbone.null_label)
+        torch.manual_seed(5)
+        noise = torch.randn_like(clean)
+        timesteps = torch.randint(0, backbone.scheduler.config.num_train_timesteps, (4,))
+        dropped = torch.rand(4) < 0.1
+        class_labels = torch.where(dropped, torch.full_like(labels, backbone.null_label), labels)
+        with torch.no_grad():
+            prediction = backbone.unet(backbone.scheduler.add_noise(clean, noise, timesteps), timesteps,
+                                       class_labels=class_labels).sample
+    velocity = backbone.scheduler.get_velocity(clean, noise, timesteps)
+    torch.testing.assert_close(loss.detach(), torch.nn.functional.mse_loss(prediction, velocity))
+    assert not torch.allclose(loss.detach(), torch.nn.functional.mse_loss(prediction, noise))

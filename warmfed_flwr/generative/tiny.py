@@ -2,8 +2,11 @@
 
 A diffusers `UNet2DModel` at 16 px with a class-embedding table of `num_classes + 1` rows: the
 last row is the null class used for classifier-free guidance (labels are dropped to it with
-probability `LABEL_DROPOUT` while training). Training uses a cosine DDPM schedule with epsilon
-prediction; sampling uses DDIM with "leading" spacing and classifier-free guidance.
+probability `LABEL_DROPOUT` while training). Training uses a cosine DDPM schedule rescaled to zero
+terminal SNR with v-prediction; sampling uses DDIM with "trailing" spacing (the first step sees pure
+noise, so the model, not the noise, sets each image's mean brightness: a domain with white
+backgrounds stays white) and classifier-free guidance. The schedule travels with the weights as
+`scheduler_config.json`.
 
 LoRA goes through peft. The base model is never modified: each fit and each generation with an
 adapter works on a fresh copy of the base with the adapter injected, which is dropped afterwards,
@@ -34,6 +37,7 @@ TINY_ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-unet"
 LABEL_DROPOUT = 0.1
 LORA_WARMUP_DIVISOR = 10  # the first tenth of the LoRA steps warms the learning rate up
 TRAIN_TIMESTEPS = 1000
+SCHEDULER_CONFIG = "scheduler_config.json"
 
 
 def tiny_unet_config(
@@ -56,9 +60,13 @@ def tiny_unet_config(
 
 
 def training_scheduler() -> DDPMScheduler:
-    """The noise schedule the tiny base was pre-trained with (cosine betas, epsilon prediction)."""
+    """The noise schedule for pre-training a tiny base: cosine betas at zero terminal SNR, v-prediction."""
     return DDPMScheduler(
-        num_train_timesteps=TRAIN_TIMESTEPS, beta_schedule="squaredcos_cap_v2", prediction_type="epsilon"
+        num_train_timesteps=TRAIN_TIMESTEPS,
+        beta_schedule="squaredcos_cap_v2",
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
     )
 
 
@@ -75,7 +83,9 @@ def to_model_space(images: torch.Tensor, sample_size: int) -> torch.Tensor:
 def denoising_loss(
     unet: UNet2DModel, scheduler: DDPMScheduler, clean: torch.Tensor, labels: torch.Tensor, null_label: int
 ) -> torch.Tensor:
-    """Epsilon-prediction MSE on randomly noised `clean` images, labels dropped to the null class.
+    """Denoising MSE on randomly noised `clean` images, labels dropped to the null class.
+
+    The target is the noise or the velocity, as the scheduler's `prediction_type` says.
 
     Draws from torch's global generator; callers seed it (or fork it) for determinism.
     """
@@ -85,6 +95,8 @@ def denoising_loss(
     class_labels = torch.where(dropped, torch.full_like(labels, null_label), labels)
     noisy = scheduler.add_noise(clean, noise, timesteps)
     prediction = unet(noisy, timesteps, class_labels=class_labels).sample
+    if scheduler.config.prediction_type == "v_prediction":
+        return F.mse_loss(prediction, scheduler.get_velocity(clean, noise, timesteps))
     return F.mse_loss(prediction, noise)
 
 
@@ -93,12 +105,12 @@ class TinyBackbone:
 
     name = "tiny"
 
-    def __init__(self, unet: UNet2DModel) -> None:
+    def __init__(self, unet: UNet2DModel, scheduler: DDPMScheduler | None = None) -> None:
         self.unet = unet.eval().requires_grad_(False)
         self.num_classes = int(unet.config.num_class_embeds) - 1
         self.null_label = self.num_classes
         self.sample_size = int(unet.config.sample_size)
-        self.scheduler = training_scheduler()
+        self.scheduler = scheduler if scheduler is not None else training_scheduler()
 
     def adapter_shapes(self, lora: LoraSettings) -> dict[str, tuple[int, ...]]:
         """Every tensor name and shape an adapter fitted with `lora` holds."""
@@ -214,23 +226,24 @@ class TinyBackbone:
         null_labels = torch.full_like(labels, self.null_label)
         for timestep in sampler.timesteps:
             if guidance == 1.0:
-                epsilon = model(sample, timestep, class_labels=labels).sample
+                prediction = model(sample, timestep, class_labels=labels).sample
             else:
                 both = model(torch.cat([sample, sample]), timestep, class_labels=torch.cat([labels, null_labels])).sample
                 conditional, unconditional = both.chunk(2)
-                epsilon = unconditional + guidance * (conditional - unconditional)
-            sample = sampler.step(epsilon, timestep, sample).prev_sample
+                prediction = unconditional + guidance * (conditional - unconditional)
+            sample = sampler.step(prediction, timestep, sample).prev_sample
         return sample
 
 
 def load_tiny_backbone(path: str = "") -> TinyBackbone:
-    """The tiny backbone from `path` (a folder with config.json and safetensors weights).
+    """The tiny backbone from `path` (a folder with config.json, scheduler_config.json and safetensors weights).
 
     Defaults to the asset shipped with the package. Cached per process and resolved folder.
     """
     folder = Path(path) if path else shipped_tiny_base_dir()
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"tiny backbone: no config.json in {folder} (config key 'lora.model-path')")
+    for required in ("config.json", SCHEDULER_CONFIG):
+        if not (folder / required).is_file():
+            raise FileNotFoundError(f"tiny backbone: no {required} in {folder} (config key 'lora.model-path')")
     return _cached_tiny_backbone(folder.resolve())
 
 
@@ -238,5 +251,6 @@ def load_tiny_backbone(path: str = "") -> TinyBackbone:
 def _cached_tiny_backbone(folder: Path) -> TinyBackbone:
     """Load the UNet in `folder` once per process."""
     return TinyBackbone(
-        UNet2DModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True, torch_dtype=torch.float32)
+        UNet2DModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True, torch_dtype=torch.float32),
+        DDPMScheduler.from_pretrained(str(folder), local_files_only=True),
     )
