@@ -3,7 +3,10 @@
 import numpy as np
 import torch
 
-from warmfed_flwr.artifacts import ArtifactCache, adapter_key, pool_key
+import shutil
+
+from warmfed_flwr.artifacts import ArtifactCache, adapter_key, base_source_key, pool_key
+from warmfed_flwr.generative.assets import shipped_tiny_base_dir
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
 
@@ -48,3 +51,18 @@ def test_pool_round_trip(tmp_path):
     cache.save_pool("p", {3: share}, seconds=12.5)
     shares, seconds = cache.load_pool("p")
     assert seconds == 12.5 and torch.equal(shares[3].images, share.images) and torch.equal(shares[3].labels, share.labels)
+
+
+def test_a_retrained_base_model_changes_adapter_and_fgl_keys(tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(shipped_tiny_base_dir(), base)
+    settings = Settings.from_run_config({"lora.model-path": str(base)})
+    adapters, fgl = adapter_key(settings, [0, 1]), base_source_key(settings, [0, 1])
+    assert adapter_key(settings, [0, 1]) == adapters, "the same files give the same key"
+    weights = base / "diffusion_pytorch_model.safetensors"
+    blob = bytearray(weights.read_bytes())
+    blob[200_000] ^= 0xFF  # same size, one weight changed within the hashed first MiB
+    weights.write_bytes(bytes(blob))
+    assert adapter_key(settings, [0, 1]) != adapters and base_source_key(settings, [0, 1]) != fgl
+    (base / "scheduler_config.json").write_text("{}")
+    assert adapter_key(settings, [0, 1]) != adapters

@@ -25,6 +25,7 @@ from safetensors import safe_open
 
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
+from warmfed_flwr.generative.fingerprint import base_model_fingerprint
 
 
 def cache_key(*parts: Any) -> str:
@@ -38,9 +39,16 @@ def cache_key(*parts: Any) -> str:
 
 
 def adapter_key(settings: Settings, partition_ids: list[int]) -> str:
-    """Everything that determines the clients' adapters (label-count sharing does not change them)."""
+    """Everything that determines the clients' adapters (label-count sharing does not change them), base model included."""
     lora = {k: v for k, v in asdict(settings.lora).items() if k != "send_label_counts"}
-    return cache_key("adapters", settings.data, lora, settings.seed, sorted(partition_ids))
+    return cache_key("adapters", settings.data, lora, settings.seed, sorted(partition_ids),
+                     base_model_fingerprint(settings.lora))
+
+
+def base_source_key(settings: Settings, partition_ids: list[int]) -> str:
+    """The source of an FGL pool: the base model alone (no adapters) for these clients."""
+    return cache_key("base", settings.lora.backbone, settings.lora.model_path, sorted(partition_ids),
+                     base_model_fingerprint(settings.lora))
 
 
 def pool_key(settings: Settings, source_key: str) -> str:

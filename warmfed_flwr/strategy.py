@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from warmfed_flwr import data
-from warmfed_flwr.artifacts import ArtifactCache, adapter_key, cache_key, pool_key
+from warmfed_flwr.artifacts import ArtifactCache, adapter_key, base_source_key, cache_key, pool_key
 from warmfed_flwr.checkpoint import Checkpoint, ResumeError
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.errors import DataError
@@ -131,8 +131,7 @@ class WarmFedStrategy:
             adapters, source_key = self.adapters_for(grid, clients)
             sources: list[Source] = [(a.client, a.arrays, a.label_counts) for a in adapters]
         else:
-            source_key = cache_key("base", self.settings.lora.backbone, self.settings.lora.model_path,
-                                   sorted(c.partition_id for c in clients))
+            source_key = base_source_key(self.settings, [c.partition_id for c in clients])
             sources = [(c, None, None) for c in clients]
         return self.pool_for(sources, source_key)
 
