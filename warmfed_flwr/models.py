@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from logging import INFO
-
 import torch
-from flwr.common.logger import log
 from torch import nn
 from torchvision.models import ResNet, resnet18
 
 from warmfed_flwr.config import Settings
+from warmfed_flwr.logs import logger
 from warmfed_flwr.pretrained import apply_imagenet_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -87,6 +85,6 @@ def initial_classifier(settings: Settings, num_classes: int) -> nn.Module:
     if train.model == "resnet18":
         apply_imagenet_weights(next(m for m in model.modules() if isinstance(m, ResNet)), train.pretrained)
     elif train.pretrained != "none":
-        log(INFO, "%s: config key 'model.pretrained' (%r) has no effect: it applies to resnet18 only",
+        logger.info("%s: config key 'model.pretrained' (%r) has no effect: it applies to resnet18 only",
             train.model, train.pretrained)
     return model

@@ -10,19 +10,18 @@ shape differs (the 3x3 stem used below 64 px) keeps its seeded random init; the 
 from __future__ import annotations
 
 import pickle
-from logging import INFO
 from pathlib import Path
 from typing import Mapping
 from urllib.parse import urlparse
 
 import torch
-from flwr.common.logger import log
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import nn
 from torchvision.models import ResNet18_Weights
 
 from warmfed_flwr.config import ConfigError
+from warmfed_flwr.logs import logger
 
 KEY = "model.pretrained"
 HEAD_PREFIX = "fc."
@@ -87,10 +86,10 @@ def apply_imagenet_weights(resnet: nn.Module, pretrained: str) -> None:
     """Load ImageNet weights into a torchvision ResNet-18 as `model.pretrained` says and log what was used."""
     path = weights_path(pretrained)
     if path is None:
-        log(INFO, "ResNet-18: random init (config key '%s' is \"none\")", KEY)
+        logger.info("ResNet-18: random init (config key '%s' is \"none\")", KEY)
         return
     if pretrained == "auto" and not path.is_file():
-        log(INFO, "ResNet-18: random init (no ImageNet weights at %s)", path)
+        logger.info("ResNet-18: random init (no ImageNet weights at %s)", path)
         return
     left_random = load_matching(resnet, read_state_dict(path), path)
-    log(INFO, "ResNet-18: ImageNet weights from %s (random init kept for %s)", path, ", ".join(left_random))
+    logger.info("ResNet-18: ImageNet weights from %s (random init kept for %s)", path, ", ".join(left_random))
