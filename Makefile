@@ -7,6 +7,8 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PRESET ?=
 RUN_CONFIG ?=
+BENCH_CSV ?= benchmarks/digits-domains.csv
+BENCH_ARGS ?=
 
 export FLWR_HOME ?= $(CURDIR)/.flwr
 export FLWR_TELEMETRY_ENABLED := 0
@@ -30,3 +32,8 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+# The comparison matrix (see README, Benchmarks); e.g. make bench PRESET=conf/digits-scarce.toml
+# BENCH_CSV=benchmarks/digits-domains-scarce.csv BENCH_ARGS='--seeds 0'
+bench: setup
+	$(PY) -m warmfed_flwr.benchmark $(if $(PRESET),--preset $(PRESET)) --csv $(BENCH_CSV) $(BENCH_ARGS)

@@ -12,7 +12,8 @@ generated images/s and that throughput as a fraction of this machine's fp32 matm
 
     PYTHONPATH=. .venv/bin/python scripts/measure_generative.py [--domain inverted] [--set lora.rank=4]
 
-Writes one CSV row per (domain, adapter in {lora, base}) to benchmarks/generative.csv.
+Writes one CSV row per (domain, adapter in {lora, base}, guidance) to benchmarks/generative.csv;
+`--guidance 1 4` generates from the same adapters at each guidance scale (default: the configured one).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import argparse
 import csv
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +38,7 @@ from warmfed_flwr.generative import adapter_bytes, adapter_config, load_backbone
 COLUMNS = (
     "domain",
     "adapter",
+    "guidance",
     "class_fidelity",
     "domain_fidelity",
     "adapter_bytes",
@@ -57,6 +59,7 @@ class Row:
 
     domain: str
     adapter: str
+    guidance: float
     class_fidelity: float
     domain_fidelity: float
     adapter_bytes: int
@@ -158,8 +161,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
     return overrides
 
 
-def measure(settings: Settings, only_domain: str, images_per_domain: int, grid_dir: Path | None) -> list[Row]:
-    """Fit, generate and judge every selected domain; two rows (lora, base) per domain."""
+def measure(
+    settings: Settings, only_domain: str, images_per_domain: int, guidances: list[float], grid_dir: Path | None
+) -> list[Row]:
+    """Fit, generate and judge every selected domain; rows (lora, base) per domain and guidance scale."""
     data = load_digits_domains(settings.data.image_size, settings.seed)
     names = [domain.name for domain in data.domains]
     if only_domain and only_domain not in names:
@@ -174,12 +179,15 @@ def measure(settings: Settings, only_domain: str, images_per_domain: int, grid_d
         settings.seed,
     )
     backbone = load_backbone(settings.lora)
-    flops_per_image = flops_per_generated_image(backbone.unet, settings.generate.steps, settings.generate.guidance)
     labels = torch.arange(images_per_domain) % num_classes
-    started = time.perf_counter()
-    base_images = backbone.generate(labels, data.class_names, None, settings.generate, settings.data.image_size, settings.seed)
-    base_speed = len(labels) / (time.perf_counter() - started)
-    print(f"{flops_per_image / 1e6:.1f} MFLOP per generated image")
+
+    def timed_generate(adapter: object, guidance: float) -> tuple[torch.Tensor, float]:
+        started = time.perf_counter()
+        generate = replace(settings.generate, guidance=guidance)
+        images = backbone.generate(labels, data.class_names, adapter, generate, settings.data.image_size, settings.seed)
+        return images, len(labels) / (time.perf_counter() - started)
+
+    base = {guidance: timed_generate(None, guidance) for guidance in guidances}
     measured = []
     for index, domain in enumerate(data.domains):
         if only_domain and domain.name != only_domain:
@@ -193,28 +201,29 @@ def measure(settings: Settings, only_domain: str, images_per_domain: int, grid_d
         adapter = backbone.fit_lora(domain.train.images, domain.train.labels, data.class_names, settings.lora, settings.seed + index)
         fit_speed = settings.lora.steps / (time.perf_counter() - started)
         validate_adapter(adapter, adapter_config(settings.lora), backbone.adapter_shapes(settings.lora), settings.lora, domain.name)
-        started = time.perf_counter()
-        images = backbone.generate(labels, data.class_names, adapter, settings.generate, settings.data.image_size, settings.seed)
-        gen_speed = len(labels) / (time.perf_counter() - started)
         domain_labels = torch.full_like(labels, index)
-        for name, generated, bytes_sent, fit, speed in (
-            ("lora", images, adapter_bytes(adapter), fit_speed, gen_speed),
-            ("base", base_images, 0, None, base_speed),
-        ):
-            class_fidelity = accuracy(class_judge, generated, labels)
-            domain_fidelity = accuracy(domain_judge, generated, domain_labels)
-            measured.append((domain.name, name, class_fidelity, domain_fidelity, bytes_sent, fit, speed))
-            print(f"{domain.name} {name}: class {class_fidelity:.3f} domain {domain_fidelity:.3f}", flush=True)
-        if grid_dir is not None:
-            grid_dir.mkdir(parents=True, exist_ok=True)
-            save_image(images[:100], grid_dir / f"{domain.name}-lora.png", nrow=num_classes)
+        for guidance in guidances:
+            images, gen_speed = timed_generate(adapter, guidance)
+            for name, (generated, speed), bytes_sent, fit in (
+                ("lora", (images, gen_speed), adapter_bytes(adapter), fit_speed),
+                ("base", base[guidance], 0, None),
+            ):
+                class_fidelity = accuracy(class_judge, generated, labels)
+                domain_fidelity = accuracy(domain_judge, generated, domain_labels)
+                measured.append((domain.name, name, guidance, class_fidelity, domain_fidelity, bytes_sent, fit, speed))
+                print(f"{domain.name} {name} guidance {guidance:g}: class {class_fidelity:.3f} domain {domain_fidelity:.3f}", flush=True)
+            if grid_dir is not None:
+                grid_dir.mkdir(parents=True, exist_ok=True)
+                save_image(images[:100], grid_dir / f"{domain.name}-lora-g{guidance:g}.png", nrow=num_classes)
     if grid_dir is not None:
-        save_image(base_images[:100], grid_dir / "base.png", nrow=num_classes)
+        for guidance, (images, _) in base.items():
+            save_image(images[:100], grid_dir / f"base-g{guidance:g}.png", nrow=num_classes)
     peak = matmul_peak_flops()
     print(f"matmul peak {peak / 1e9:.1f} GFLOP/s")
+    flops = {g: flops_per_generated_image(backbone.unet, settings.generate.steps, g) for g in guidances}
     return [
-        Row(domain, name, class_fid, domain_fid, sent, backbone.base_bytes(), fit, speed, speed * flops_per_image / peak)
-        for domain, name, class_fid, domain_fid, sent, fit, speed in measured
+        Row(domain, name, g, class_fid, domain_fid, sent, backbone.base_bytes(), fit, speed, speed * flops[g] / peak)
+        for domain, name, g, class_fid, domain_fid, sent, fit, speed in measured
     ]
 
 
@@ -224,12 +233,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200, help="generated images per domain")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run-config override")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/generative.csv"))
+    parser.add_argument("--guidance", type=float, nargs="+", help="guidance scales to generate at (default: the configured one)")
     parser.add_argument("--grid-dir", type=Path, default=None, help="also save sample grids (PNG) here")
     args = parser.parse_args()
 
     settings = Settings.from_run_config(parse_overrides(args.set))
     print(f"lora {settings.lora}\ngenerate {settings.generate}\ntorch threads {torch.get_num_threads()}")
-    rows = measure(settings, args.domain, args.images, args.grid_dir)
+    rows = measure(settings, args.domain, args.images, args.guidance or [settings.generate.guidance], args.grid_dir)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)

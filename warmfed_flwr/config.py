@@ -66,7 +66,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "lora.send-label-counts": True,
     "generate.images-per-client": 400,
     "generate.steps": 10,
-    "generate.guidance": 4.0,
+    "generate.guidance": 1.0,
     "generate.batch-size": 100,
     "generate.prompt-template": "a photo of a {class}",
     "server.epochs": 30,
