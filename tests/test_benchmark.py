@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from warmfed_flwr.benchmark.claims import claim_rows
 from warmfed_flwr.benchmark.matrix import default_matrix, select
 from warmfed_flwr.benchmark.report import write_report
 from warmfed_flwr.benchmark.rows import COLUMNS, append_rows, is_done, read_rows, rows_from_results
@@ -78,3 +79,52 @@ def test_runner_smoke_two_methods_then_resume_skips_them(tmp_path, flwr_cli_env)
     rows = read_rows(csv_path)
     assert {(r["method"], r["metric"]) for r in rows} >= {("local", "personal_acc"), ("centralized", "global_acc")}
     assert "| centralized | 0 | 1 |" in (tmp_path / "smoke-report.md").read_text()
+
+
+def _cells(overrides=None):
+    """A matrix where every claim holds; `overrides` ({(cell, metric): value}) replace single means."""
+    cells = {
+        ("warmfed", 0): {"global_acc": [0.9, 0.92], "personal_acc": [0.95], "bytes_up": [3e6],
+                         "personal_acc:client0": [0.95], "personal_acc:client1": [0.9]},
+        ("warmfed", 5): {"global_acc": [0.95]},
+        ("fedavg", 5): {"global_acc": [0.55], "bytes_up": [4.6e6], "personal_acc:client0": [0.9], "personal_acc:client1": [0.85]},
+        ("fedavg", 50): {"global_acc": [0.94]},
+        ("fgl", 0): {"global_acc": [0.5]},
+        ("local", 0): {"personal_acc:client0": [0.93], "personal_acc:client1": [0.8]},
+        ("warmfed-dsd-none", 0): {"personal_acc": [0.94]},
+    }
+    for (cell, metric), value in (overrides or {}).items():
+        cells.setdefault(cell, {})[metric] = [value]
+    return cells
+
+
+def _verdicts(cells):
+    return {claim: holds for claim, _, _, holds in claim_rows(cells)}
+
+
+def test_claims_hold_on_a_matrix_that_meets_them():
+    assert set(_verdicts(_cells()).values()) == {"yes"}
+
+
+@pytest.mark.parametrize(
+    "cell_metric, value, claim",
+    [
+        ((("fgl", 0), "global_acc"), 0.87, "FGL one-shot + 0.05"),  # 0.91 < 0.87 + 0.05: the margin counts
+        ((("fedavg", 50), "global_acc"), 0.96, "FedAvg 50 rounds"),
+        ((("warmfed-dsd-none", 0), "personal_acc"), 0.96, "DSD none"),
+        ((("fedavg", 5), "bytes_up"), 3e6, "upload"),  # equal upload is not less
+        ((("local", 0), "personal_acc:client1"), 0.91, "every client"),  # one client below a baseline
+    ],
+)
+def test_each_claim_fails_when_its_numbers_say_so(cell_metric, value, claim):
+    verdicts = _verdicts(_cells({cell_metric: value}))
+    failed = [text for text, holds in verdicts.items() if holds != "yes"]
+    assert len(failed) == 1 and claim in failed[0] and verdicts[failed[0]] == "**no**"
+
+
+def test_claims_of_cells_not_run_say_so():
+    cells = _cells()
+    del cells[("fedavg", 50)], cells[("local", 0)]
+    verdicts = _verdicts(cells)
+    assert verdicts["WarmFed 5 rounds global >= FedAvg 50 rounds"] == "not run"
+    assert [v for t, v in verdicts.items() if "every client" in t] == ["not run"]

@@ -9,9 +9,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
+from warmfed_flwr.benchmark.claims import Cell, claims_table
 from warmfed_flwr.benchmark.rows import read_rows
-
-Cell = tuple[str, int]  # (method label, rounds)
 
 
 def collect(rows: list[dict[str, Any]], dataset: str) -> dict[Cell, dict[str, list[float]]]:
@@ -85,5 +84,5 @@ def write_report(csv_path: Path, dataset: str) -> Path:
     plot_accuracy(cells, Path(f"{stem}-accuracy-vs-bytes.png"), "bytes", "MB communicated (up + down, all clients)")
     plot_accuracy(cells, Path(f"{stem}-accuracy-vs-rounds.png"), "rounds", "rounds")
     report = Path(f"{stem}-report.md")
-    report.write_text(f"# {dataset}\n\n" + table(cells))
+    report.write_text(f"# {dataset}\n\n" + table(cells) + "\n## The paper's claims\n\n" + claims_table(cells))
     return report
