@@ -31,6 +31,7 @@ SETTINGS = Settings.from_run_config(
         "lora.lr": 0.01,
         "generate.steps": 2,
         "generate.batch-size": 8,
+        "generate.guidance": 7.5,  # as the Stable Diffusion presets: classifier-free guidance on
     }
 )
 
