@@ -244,6 +244,13 @@ def test_missing_model_names_the_path(tmp_path) -> None:
         StableDiffusionBackbone.from_model_path("")
 
 
+def test_a_pipeline_with_pickled_weights_only_is_refused_naming_the_path(tmp_path) -> None:
+    build_tiny_pipeline(RESOLUTION).save_pretrained(tmp_path, safe_serialization=False)
+    assert list(tmp_path.glob("unet/*.bin"))
+    with pytest.raises(FileNotFoundError, match=f"cannot load '{tmp_path}'.*lora.model-path.*safetensors"):
+        StableDiffusionBackbone.from_model_path(str(tmp_path))
+
+
 def test_loader_caches_a_saved_pipeline_until_release(tmp_path) -> None:
     build_tiny_pipeline(RESOLUTION).save_pretrained(tmp_path)
 

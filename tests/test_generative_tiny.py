@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import shutil
 from dataclasses import replace
 
 import numpy as np
@@ -15,6 +16,7 @@ from warmfed_flwr.config import Settings
 from warmfed_flwr.generative import adapter_config, load_backbone, validate_adapter
 from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS, fold_lora_scaling
 from warmfed_flwr.generative.tiny import (
+    SCHEDULER_CONFIG,
     TINY_ASSET_DIR,
     TinyBackbone,
     denoising_loss,
@@ -184,6 +186,16 @@ def test_shipped_asset_carries_its_zero_snr_v_prediction_schedule():
 def test_a_base_folder_without_its_schedule_is_refused_naming_the_file(tmp_path):
     UNet2DModel(**tiny_unet_config(num_classes=3, sample_size=8, block_out_channels=(8, 16))).save_pretrained(tmp_path)
     with pytest.raises(FileNotFoundError, match="scheduler_config.json.*lora.model-path"):
+        load_tiny_backbone(str(tmp_path))
+
+
+def test_a_base_with_pickled_weights_only_is_refused_naming_the_folder(tmp_path):
+    UNet2DModel(**tiny_unet_config(num_classes=3, sample_size=8, block_out_channels=(8, 16))).save_pretrained(
+        tmp_path, safe_serialization=False
+    )
+    shutil.copy(TINY_ASSET_DIR / SCHEDULER_CONFIG, tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.bin").is_file()
+    with pytest.raises(FileNotFoundError, match=r"no safetensors weights in .*lora.model-path"):
         load_tiny_backbone(str(tmp_path))
 
 

@@ -83,11 +83,13 @@ class StableDiffusionBackbone:
                 dtype=torch.float16 if torch.cuda.is_available() else torch.float32,
                 safety_checker=None,
                 requires_safety_checker=False,
+                use_safetensors=True,  # never unpickle .bin weights
             )
         except (OSError, ValueError) as error:
             raise FileNotFoundError(
                 f"stable-diffusion backbone: cannot load '{model_path}' (config key 'lora.model-path'); "
-                f"its weights must be on disk at that path or downloadable from the Hugging Face Hub: {error}"
+                f"its weights must be on disk at that path or downloadable from the Hugging Face Hub, "
+                f"as safetensors files: {error}"
             ) from error
         return cls(pipeline)
 

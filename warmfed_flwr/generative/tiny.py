@@ -244,7 +244,13 @@ def load_tiny_backbone(path: str = "") -> TinyBackbone:
     for required in ("config.json", SCHEDULER_CONFIG):
         if not (folder / required).is_file():
             raise FileNotFoundError(f"tiny backbone: no {required} in {folder} (config key 'lora.model-path')")
-    return _cached_tiny_backbone(folder.resolve())
+    try:
+        return _cached_tiny_backbone(folder.resolve())
+    except OSError as error:  # diffusers: no safetensors weights (a pickled .bin is never read)
+        raise FileNotFoundError(
+            f"tiny backbone: no safetensors weights in {folder} (config key 'lora.model-path'); "
+            f"only safetensors files are loaded, never pickled .bin files: {error}"
+        ) from error
 
 
 @functools.lru_cache(maxsize=4)
