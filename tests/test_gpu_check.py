@@ -1,4 +1,4 @@
-"""scripts/gpu_check.sh --small runs every phase on a CPU without the packages a bare GPU machine lacks."""
+"""The GPU scripts (gpu_check.sh, gpu_phase_costs.py) run on a CPU with --small, without the packages a bare GPU machine lacks."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PHASES = (
@@ -56,3 +58,36 @@ def test_small_gpu_check_prints_every_phase_and_writes_json(tmp_path: Path) -> N
     assert [row["phase"] for row in written["phases"]] == list(PHASES)
     assert all(row["seconds"] > 0 for row in written["phases"])
     assert written["synthetic_nonfinite_pixels"] == 0
+
+
+def test_phase_costs_project_each_preset_from_its_own_counts(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(IMPORT_BLOCKER)
+    out = tmp_path / "costs.json"
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}", "OMP_NUM_THREADS": "1"}
+    presets = [REPO / "conf" / "camelyon17.toml", REPO / "conf" / "domainnet-60.toml"]
+
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_phase_costs.py"), "--small", "--lora-steps", "2",
+         "--classifier-images", "8", *map(str, presets), "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads(out.read_text())["presets"]
+    camelyon, domainnet60 = written["camelyon17.toml"], written["domainnet-60.toml"]
+    for preset in (camelyon, domainnet60):
+        assert preset["measured"]["lora_step"]["units"] == 2
+        assert preset["measured"]["generated_image"]["units"] == 50  # generate.batch-size of both presets
+        assert all(cost["seconds"] > 0 for cost in preset["measured"].values())
+    image_s = domainnet60["measured"]["generated_image"]["per_unit_s"]
+    # 6 domains x 10 clients x 100 images (domainnet-60); 5 hospitals x 500 images (camelyon17)
+    assert domainnet60["projected"]["generate_s_all_clients"] == pytest.approx(6000 * image_s)
+    assert camelyon["projected"]["generate_s_all_clients"] == pytest.approx(
+        2500 * camelyon["measured"]["generated_image"]["per_unit_s"]
+    )
+    assert domainnet60["projected"]["lora_s_per_client"] == pytest.approx(
+        400 * domainnet60["measured"]["lora_step"]["per_unit_s"]
+    )
