@@ -94,6 +94,19 @@ class RecordingStrategy(Strategy):
             )
         return good
 
+    def _in_partition_order(self, replies: list[Message]) -> list[Message]:
+        """`replies` sorted by the sending client's partition id (unknown nodes last, by node id).
+
+        Aggregations sum the clients' weighted arrays in the order given; in arrival order the
+        float32 sums differ in their last bits from run to run, and the rounds' trajectories with them.
+        """
+
+        def position(reply: Message) -> tuple[int, int]:
+            client = self.recorder.client_of_node(reply.metadata.src_node_id)
+            return (0, client.partition_id) if client is not None else (1, reply.metadata.src_node_id)
+
+        return sorted(replies, key=position)
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         return self._with_run_config(self.inner.configure_train(server_round + self._offset, arrays, config, grid))
 
@@ -101,7 +114,7 @@ class RecordingStrategy(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         server_round += self._offset
-        good = self._record_failures(server_round, list(replies))
+        good = self._in_partition_order(self._record_failures(server_round, list(replies)))
         arrays, metrics = self.inner.aggregate_train(server_round, good)
         if arrays is not None and self.server_update is not None:
             arrays = self.server_update(arrays)
