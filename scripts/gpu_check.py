@@ -58,6 +58,30 @@ SMALL = CheckSizes(16, 16, 2, 2, 2, 2, 2, 4)
 
 
 @dataclasses.dataclass
+class Timing:
+    """Wall seconds and peak GPU memory (MiB; None off CUDA) of a measured block, set when it ends."""
+
+    seconds: float = 0.0
+    peak_gpu_mib: float | None = None
+
+
+@contextmanager
+def timed(device: torch.device) -> Iterator[Timing]:
+    """Measure the enclosed block on `device`: wall time synchronized on CUDA, peak memory reset at its start."""
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    timing = Timing()
+    start = time.perf_counter()
+    yield timing
+    if cuda:
+        torch.cuda.synchronize()
+    timing.seconds = time.perf_counter() - start
+    timing.peak_gpu_mib = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
+
+
+@dataclasses.dataclass
 class PhaseTimer:
     """Wall time and peak GPU memory of each phase, in the order they ran."""
 
@@ -67,16 +91,10 @@ class PhaseTimer:
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Measure the enclosed block as phase `name` (peak memory reset at its start)."""
-        cuda = self.device.type == "cuda"
-        if cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        start = time.perf_counter()
-        yield
-        if cuda:
-            torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
-        row = {"phase": name, "seconds": round(time.perf_counter() - start, 3), "peak_gpu_mib": peak}
+        with timed(self.device) as timing:
+            yield
+        peak = timing.peak_gpu_mib
+        row = {"phase": name, "seconds": round(timing.seconds, 3), "peak_gpu_mib": peak}
         self.rows.append(row)
         print(f"{name:<22} {row['seconds']:>9.2f} s  {'-' if peak is None else f'{peak:,.0f} MiB':>12}", flush=True)
 

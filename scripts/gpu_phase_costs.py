@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 import tomllib
 from pathlib import Path
 from typing import Any, Callable
@@ -39,10 +38,13 @@ from warmfed_flwr.config import Settings
 from warmfed_flwr.data import camelyon17, domainnet, office_caltech10
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.dsd import train_personalized
+from warmfed_flwr.generative.base import Adapter
 from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone
 from warmfed_flwr.models import build_classifier
 from warmfed_flwr.training import evaluate_accuracy, pick_device, train_supervised
+
+from gpu_check import timed  # scripts/ is on sys.path when this file runs as a script
 
 DOMAINS = {"office-caltech10": len(office_caltech10.DOMAINS), "domainnet": len(domainnet.DOMAINS), "camelyon17": 5}
 CLASSES = {"office-caltech10": 10, "domainnet": len(domainnet.FEDBN_CLASSES), "camelyon17": len(camelyon17.CLASS_NAMES)}
@@ -67,20 +69,16 @@ class Measured:
 
 def measure(device: torch.device, units: int, work: Callable[[], object]) -> Measured:
     """Run `work` once and return its wall time (synchronized on CUDA) and peak GPU memory."""
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    work()
-    if cuda:
-        torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() / 2**20 if cuda else None
-    return Measured(time.perf_counter() - start, units, peak)
+    with timed(device) as timing:
+        work()
+    return Measured(timing.seconds, units, timing.peak_gpu_mib)
 
 
 def preset_settings(path: Path) -> Settings:
-    """The settings of a preset file (its two-level TOML tables as dotted run-config keys)."""
+    """The settings of a preset file (its two-level TOML tables as dotted run-config keys).
+
+    Not `presets.load_preset`: that flattens with Flower's helper, and the GPU machine has no Flower.
+    """
     raw = tomllib.loads(path.read_text())
     flat: dict[str, Any] = {}
     for key, value in raw.items():
@@ -110,12 +108,11 @@ def measure_diffusion(settings: Settings, sample_steps: int, small: bool, device
     split = random_split(4 * len(class_names), len(class_names), settings.data.image_size)
     lora, generate = settings.lora, settings.generate
 
-    def fit(steps: int) -> None:
-        backbone.fit_lora(split.images, split.labels, class_names, dataclasses.replace(lora, steps=steps), SEED)
+    def fit(steps: int) -> Adapter:
+        return backbone.fit_lora(split.images, split.labels, class_names, dataclasses.replace(lora, steps=steps), SEED)
 
-    fit(2)
+    adapter = fit(2)  # the warm-up fit; its adapter serves the generation
     lora_cost = measure(device, sample_steps, lambda: fit(sample_steps))
-    adapter = backbone.fit_lora(split.images, split.labels, class_names, dataclasses.replace(lora, steps=1), SEED)
     labels = torch.arange(generate.batch_size) % len(class_names)
     warm_up = dataclasses.replace(generate, steps=2, batch_size=2)
     backbone.generate(labels[:2], class_names, adapter, warm_up, settings.data.image_size, SEED)
