@@ -50,8 +50,10 @@ def test_csv_with_other_columns_is_refused(tmp_path):
 
 
 def test_matrix_covers_the_comparison_and_select_names_unknown_labels():
-    cells = {(e.label, e.rounds) for e in default_matrix()}
-    assert {("fedavg", r) for r in (1, 5, 20, 50)} <= cells and {("warmfed", 0), ("warmfed", 5), ("fgl", 0)} <= cells
+    cells = {(e.label, r) for e in default_matrix() for r in e.cell_rounds}
+    assert {("fedavg", r) for r in (1, 5, 20, 50)} <= cells and {("fedprox", r) for r in (1, 5, 20, 50)} <= cells
+    assert {("warmfed", 0), ("warmfed", 5), ("fgl", 0), ("fgl", 5), ("local", 0), ("centralized", 0)} <= cells
+    assert len(cells) == 17 and len(default_matrix()) == 9  # 17 cells from 9 runs per seed
     assert {e.label for e in select(default_matrix(), ["local", "fgl"])} == {"local", "fgl"}
     with pytest.raises(ValueError, match="fedsgd"):
         select(default_matrix(), ["fedsgd"])
@@ -75,7 +77,8 @@ def test_runner_smoke_two_methods_then_resume_skips_them(tmp_path, flwr_cli_env)
     first = subprocess.run(command, env=flwr_cli_env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     second = subprocess.run(command, env=flwr_cli_env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert "2 cells, 0 already" in first.stdout and "2 cells, 2 already" in second.stdout
+    assert "2 cells, 0 already" in first.stdout and "2 runs to go" in first.stdout
+    assert "2 cells, 2 already" in second.stdout and "0 runs to go" in second.stdout
     rows = read_rows(csv_path)
     assert {(r["method"], r["metric"]) for r in rows} >= {("local", "personal_acc"), ("centralized", "global_acc")}
     assert "| centralized | 0 | 1 |" in (tmp_path / "smoke-report.md").read_text()

@@ -42,11 +42,21 @@ def test_every_preset_parses(preset):
         ({"lora.send-label-counts": "maybe"}, "'lora.send-label-counts'"),
         ({"generate.prompt-template": "a photo"}, "'generate.prompt-template'"),
         ({"no-such-key": 1}, "'no-such-key'"),
+        ({"method": "fedavg", "rounds": 5, "snapshot-rounds": "1,five"}, "'snapshot-rounds'.*comma-separated"),
+        ({"method": "fedavg", "rounds": 5, "snapshot-rounds": "0,2"}, "'snapshot-rounds'.*\\[0\\]"),
+        ({"method": "fedavg", "rounds": 5, "snapshot-rounds": "5"}, "'snapshot-rounds'.*\\[5\\]"),
+        ({"method": "local", "snapshot-rounds": "1"}, "'snapshot-rounds'.*'local'"),
     ],
 )
 def test_bad_values_name_the_key(override, fragment):
     with pytest.raises(ConfigError, match=fragment):
         Settings.from_run_config(override)
+
+
+def test_snapshot_rounds_are_parsed_sorted_and_may_be_round_0_for_the_warm_start_methods():
+    assert Settings.from_run_config({"method": "fedprox", "rounds": 50, "snapshot-rounds": "20, 1,5"}).snapshot_rounds == (1, 5, 20)
+    assert Settings.from_run_config({"method": "warmfed", "rounds": 5, "snapshot-rounds": "0"}).snapshot_rounds == (0,)
+    assert Settings.from_run_config({}).snapshot_rounds == ()
 
 
 def test_integral_float_and_string_bools_are_accepted():

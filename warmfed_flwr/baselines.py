@@ -17,6 +17,7 @@ from warmfed_flwr.models import initial_classifier
 from warmfed_flwr.personalize import personalize
 from warmfed_flwr.results import RunRecorder
 from warmfed_flwr.rounds import make_aggregation, run_rounds
+from warmfed_flwr.snapshots import SnapshotTaker
 from warmfed_flwr.training import evaluate_accuracy, pick_device, train_supervised
 from warmfed_flwr.transport import model_to_record
 
@@ -35,15 +36,21 @@ def run_federated(
     num_classes: int,
     checkpoint: Checkpoint,
 ) -> None:
-    """fedavg / fedprox for R rounds; fedavg-ft then fine-tunes the final global model on each client."""
+    """fedavg / fedprox for R rounds; fedavg-ft then fine-tunes the final global model on each client.
+
+    With `snapshot-rounds`, the results of shorter runs are recorded on the way (warmfed_flwr/snapshots.py).
+    """
+
+    def finetune(arrays: ArrayRecord, phase: str) -> None:
+        personalize(grid, recorder, clients, arrays, settings, run_config, dsd_mode="none", phase=phase)
+
+    snapshots = SnapshotTaker(recorder, settings.snapshot_rounds, finetune if settings.method == "fedavg-ft" else None)
     arrays = run_rounds(
         grid, recorder, make_aggregation(settings, len(clients)), initial_arrays(settings, num_classes),
-        settings, run_config, checkpoint=checkpoint,
+        settings, run_config, checkpoint=checkpoint, after_round=snapshots,
     )
     if settings.method == "fedavg-ft":
-        checkpoint.once("finetune", recorder, lambda: personalize(
-            grid, recorder, clients, arrays, settings, run_config, dsd_mode="none"
-        ))
+        checkpoint.once("finetune", recorder, lambda: finetune(arrays, "finetune"))
 
 
 def run_local(

@@ -21,9 +21,11 @@ BACKBONES = ("tiny", "stable-diffusion")
 LORA_TARGETS = ("all", "attention")
 DSD_MODES = ("confidence", "constant", "none")
 
-# Where the server writes and what it keeps, not what is computed: never sent to clients, and free to
-# differ between a run and the run it resumes.
-SERVER_ONLY_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters")
+# Where the server writes and what it keeps or records on the way, not the run's own numbers: never sent
+# to clients, and free to differ between a run and the run it resumes.
+SERVER_ONLY_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters", "snapshot-rounds")
+# The methods that can record snapshots, and their earliest snapshot round (0: after the warm start).
+SNAPSHOT_FIRST_ROUND = {"warmfed": 0, "fgl": 0, "fedavg": 1, "fedprox": 1, "fedavg-ft": 1}
 
 DEFAULTS: dict[str, bool | int | float | str] = {
     "method": "warmfed",
@@ -35,6 +37,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "cache-dir": "",
     "resume": "",
     "keep-adapters": False,
+    "snapshot-rounds": "",
     "data.name": "digits-domains",
     "data.root": "",
     "data.image-size": 16,
@@ -231,6 +234,7 @@ class Settings:
     cache_dir: str
     resume: str
     keep_adapters: bool
+    snapshot_rounds: tuple[int, ...]
     server_epochs: int
     server_round_epochs: int
     data: DataSettings
@@ -257,6 +261,7 @@ class Settings:
             cache_dir=flat["cache-dir"],
             resume=flat["resume"],
             keep_adapters=flat["keep-adapters"],
+            snapshot_rounds=snapshot_rounds(flat["snapshot-rounds"], flat["method"], flat["rounds"]),
             server_epochs=r.at_least("server.epochs", 0),
             server_round_epochs=r.at_least("server.round-epochs", 0),
             data=DataSettings(
@@ -310,6 +315,25 @@ class Settings:
                 lr=r.positive("dsd.lr"),
             ),
         )
+
+
+def snapshot_rounds(value: str, method: str, rounds: int) -> tuple[int, ...]:
+    """The sorted rounds of `snapshot-rounds` ("1,5,20"); each must come before the run's last round."""
+    try:
+        parsed = sorted({int(part) for part in value.split(",") if part.strip()})
+    except ValueError:
+        raise ConfigError(f"config key 'snapshot-rounds': {value!r} is not a comma-separated list of rounds") from None
+    if not parsed:
+        return ()
+    if method not in SNAPSHOT_FIRST_ROUND:
+        raise ConfigError(f"config key 'snapshot-rounds': method {method!r} has no rounds to take snapshots of")
+    first = SNAPSHOT_FIRST_ROUND[method]
+    outside = [r for r in parsed if not first <= r < rounds]
+    if outside:
+        raise ConfigError(
+            f"config key 'snapshot-rounds': rounds {outside} are not between {first} and rounds - 1 = {rounds - 1}"
+        )
+    return tuple(parsed)
 
 
 def merge_run_config(run_config: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -20,13 +20,17 @@ def personalize(
     settings: Settings,
     run_config: Mapping[str, object],
     dsd_mode: str,
+    phase: str = "dsd",
 ) -> None:
-    """Send the global model to every client for `train.dsd`; record global and personalized accuracy."""
+    """Send the global model to every client for `train.dsd`; record global and personalized accuracy.
+
+    `phase` names the phase in failure records (a snapshot's personalization has its own name).
+    """
     contents = {
         c.node_id: RecordDict({"arrays": global_arrays, "config": ConfigRecord({"dsd-mode": dsd_mode})})
         for c in clients
     }
-    replies = send_phase(grid, recorder, "dsd", "train.dsd", contents, run_config, settings.timeout, settings.min_clients)
+    replies = send_phase(grid, recorder, phase, "train.dsd", contents, run_config, settings.timeout, settings.min_clients)
     for node_id, content in replies.items():
         client = recorder.client_of_node(node_id)
         if client is None:

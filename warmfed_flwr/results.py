@@ -50,7 +50,10 @@ class RunRecorder:
         self.phases: list[dict[str, Any]] = []
         self.round_history: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
+        self.snapshots: list[dict[str, Any]] = []
+        self.snapshot_seconds = 0.0  # spent taking snapshots (warmfed_flwr/snapshots.py), not on the run itself
         self._node_to_partition: dict[int, int] = {}
+        self._started = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
 
     def add_client(self, partition_id: int, domain: str, node_id: int) -> ClientResult:
@@ -93,6 +96,46 @@ class RunRecorder:
             }
         )
 
+    def client_numbers(self) -> dict[int, tuple[float | None, float | None, int, int]]:
+        """Every client's accuracies and bytes so far, to be put back by `restore_client_numbers`."""
+        return {pid: (c.global_acc, c.personal_acc, c.bytes_up, c.bytes_down) for pid, c in self.clients.items()}
+
+    def restore_client_numbers(self, numbers: Mapping[int, tuple[float | None, float | None, int, int]]) -> None:
+        """Put back what `client_numbers` returned."""
+        for pid, (global_acc, personal_acc, bytes_up, bytes_down) in numbers.items():
+            client = self.clients[pid]
+            client.global_acc, client.personal_acc, client.bytes_up, client.bytes_down = (
+                global_acc, personal_acc, bytes_up, bytes_down
+            )
+
+    def has_snapshot(self, server_round: int) -> bool:
+        """True when a snapshot of `server_round` is recorded (also by the run this one resumed)."""
+        return any(s["round"] == server_round for s in self.snapshots)
+
+    def add_snapshot(self, server_round: int, seconds_taking_it: float) -> None:
+        """Record the clients' numbers now as the results of a run that stopped after `server_round`.
+
+        Its `seconds` are this run's elapsed seconds without earlier snapshots, `cached_seconds` those of
+        the phases reused from the cache so far; `seconds_taking_it` (its own personalization) is then
+        counted as snapshot time, which later snapshots and the run's own total leave out.
+        """
+        self.snapshots.append(
+            {
+                "round": server_round,
+                "clients": [
+                    {"partition_id": c.partition_id, "global_acc": c.global_acc, "personal_acc": c.personal_acc,
+                     "bytes_up": c.bytes_up, "bytes_down": c.bytes_down}
+                    for c in sorted(self.clients.values(), key=lambda c: c.partition_id)
+                ],
+                "averages": self.averages(),
+                "domains": self.domain_averages(),
+                "seconds": round(time.perf_counter() - self._started - self.snapshot_seconds, 3),
+                "cached_seconds": round(sum(p["seconds"] for p in self.phases if p.get("cached")), 3),
+            }
+        )
+        self.snapshot_seconds += seconds_taking_it
+        self.write()
+
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Time a phase and write results.json when it ends (also when it fails)."""
@@ -122,6 +165,7 @@ class RunRecorder:
         self.phases += [{**p, "resumed": True} for p in results["phases"] if p["name"] != "discover"]
         self.round_history = list(results["round_history"])
         self.failures += [f for f in results["failures"] if f["phase"] != "discover"]
+        self.snapshots = list(results.get("snapshots", []))  # checkpoints older than snapshots have none
         self.write()
 
     def averages(self) -> dict[str, float | None]:
@@ -160,7 +204,10 @@ class RunRecorder:
             "phases": self.phases,
             "round_history": self.round_history,
             "failures": self.failures,
+            "snapshots": self.snapshots,
             "seconds_total": round(sum(p["seconds"] for p in self.phases), 3),
+            "seconds_elapsed": round(time.perf_counter() - self._started, 3),
+            "snapshot_seconds": round(self.snapshot_seconds, 3),
         }
 
     def write(self) -> None:

@@ -154,9 +154,12 @@ def run_rounds(
     run_config: Mapping[str, object],
     server_update: ServerUpdate | None = None,
     checkpoint: Checkpoint | None = None,
+    after_round: RoundEnd | None = None,
 ) -> ArrayRecord:
     """Phase `rounds`: `settings.rounds` rounds of `strategy` from `initial`; returns the final global arrays.
 
+    `after_round` gets each round's global model once it is evaluated (e.g. a SnapshotTaker), before
+    the round is checkpointed: a run stopped inside it repeats the round.
     With a checkpoint, the global model is stored after every round (replacing the previous round's).
     A run resumes a stateless aggregation (FedAvg, FedProx) after its last stored round; any other
     strategy restarts its rounds from `initial`, because its server-side state (e.g. FedAdam's
@@ -168,7 +171,11 @@ def run_rounds(
     last = checkpoint.entry("round") if checkpoint is not None and resumable else None
     first, arrays = (last["round"] + 1, checkpoint.model(last["model"])) if last else (1, initial)
 
-    def save_round(server_round: int, round_arrays: ArrayRecord) -> None:
+    def end_round(server_round: int, round_arrays: ArrayRecord) -> None:
+        if after_round is not None:
+            after_round(server_round, round_arrays)
+        if checkpoint is None:
+            return
         name = checkpoint.save_model(f"round-{server_round}", round_arrays)
         if resumable:
             checkpoint.mark("round", recorder, round=server_round, model=name)
@@ -176,7 +183,7 @@ def run_rounds(
 
     recording = RecordingStrategy(
         strategy, recorder, run_config, settings.min_clients, settings.timeout, "rounds", server_update,
-        first_round=first, on_round_end=save_round if checkpoint is not None else None,
+        first_round=first, on_round_end=end_round,
     )
     with recorder.phase("rounds"):
         result = recording.start(

@@ -5,6 +5,8 @@ Import it into your own `server_app.py` and pass any `flwr.serverapp.strategy.St
 With `use_adapters=False` it is the FGL baseline: the server generates from the base model with
 class conditioning only, and clients send nothing in the first phase.
 Each phase's result is checkpointed in the run directory; a phase the checkpoint holds is not run again.
+With `snapshot-rounds`, the results of shorter runs (round 0: one-shot) are recorded on the way
+(warmfed_flwr/snapshots.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from warmfed_flwr.personalize import personalize
 from warmfed_flwr.plots import save_sample_grid
 from warmfed_flwr.results import RunRecorder
 from warmfed_flwr.rounds import make_aggregation, run_rounds
+from warmfed_flwr.snapshots import SnapshotTaker
 from warmfed_flwr.training import pick_device, train_supervised
 from warmfed_flwr.transport import load_record_into, model_to_record, record_to_arrays
 
@@ -108,14 +111,20 @@ class WarmFedStrategy:
         self.save_samples(shares)
         pool = ImageSplit(torch.cat([s.images for _, s in shares]), torch.cat([s.labels for _, s in shares]))
         arrays = self.warm_start_model(pool)
+
+        def distill(global_arrays: ArrayRecord, phase: str) -> None:
+            personalize(grid, rec, clients, global_arrays, self.settings, self.run_config, self.settings.dsd.mode, phase)
+
         if self.settings.rounds > 0:
+            snapshots = SnapshotTaker(rec, self.settings.snapshot_rounds, distill)
+            if ckpt.entry("rounds") is None and ckpt.entry("round") is None:
+                snapshots(0, arrays)
             strategy = self.round_strategy or make_aggregation(self.settings, len(clients))
             arrays = run_rounds(
-                grid, rec, strategy, arrays, self.settings, self.run_config, self.server_update(pool), ckpt
+                grid, rec, strategy, arrays, self.settings, self.run_config, self.server_update(pool), ckpt,
+                after_round=snapshots,
             )
-        ckpt.once("dsd", rec, lambda: personalize(
-            grid, rec, clients, arrays, self.settings, self.run_config, self.settings.dsd.mode
-        ))
+        ckpt.once("dsd", rec, lambda: distill(arrays, "dsd"))
         return arrays
 
     def warm_start_pool(self, grid: Grid, clients: list[ClientInfo]) -> list[tuple[ClientInfo, ImageSplit]]:

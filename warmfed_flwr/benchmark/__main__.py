@@ -4,6 +4,8 @@
         [--seeds 0 1 2] [--methods warmfed fedavg ...] [--name digits-domains]
 
 Rows already in the CSV are skipped, so an interrupted matrix continues where it stopped.
+A run may fill several cells: FedAvg's 50-round run also records its 1-, 5- and 20-round cells on
+the way, WarmFed's 5-round run its one-shot cell (see matrix.py and warmfed_flwr/snapshots.py).
 Adapters and synthetic pools are cached under <runs-dir>/cache and shared by the methods that
 would compute the same ones (see warmfed_flwr/artifacts.py). The report (report.md, accuracy_vs_bytes.png, accuracy_vs_rounds.png) is written next to the CSV.
 """
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from warmfed_flwr.benchmark.matrix import default_matrix, select
 from warmfed_flwr.benchmark.report import write_report
-from warmfed_flwr.benchmark.rows import append_rows, is_done, read_rows, rows_from_results
+from warmfed_flwr.benchmark.rows import append_rows, cells_of_run, is_done, read_rows, rows_from_results
 from warmfed_flwr.launch import requested_config, run_app, toml_value
 
 
@@ -41,10 +43,16 @@ def main() -> None:
 
     dataset = args.name or args.csv.stem
     runs_dir = (args.runs_dir or args.csv.with_name(f"{args.csv.stem}-runs")).resolve()
-    cells = [(entry, seed) for entry in select(default_matrix(), args.methods) for seed in args.seeds]
+    runs = [(entry, seed) for entry in select(default_matrix(), args.methods) for seed in args.seeds]
     existing = read_rows(args.csv)
-    todo = [(e, s) for e, s in cells if not is_done(existing, dataset, e.label, e.rounds, s)]
-    print(f"[bench] {len(cells)} cells, {len(cells) - len(todo)} already in {args.csv}, {len(todo)} to run", flush=True)
+
+    def cell_done(label: str, rounds: int, seed: int) -> bool:
+        return is_done(existing, dataset, label, rounds, seed)
+
+    todo = [(e, s) for e, s in runs if not all(cell_done(e.label, r, s) for r in e.cell_rounds)]
+    cells = sum(len(e.cell_rounds) for e, _ in runs)
+    cells_done = sum(cell_done(e.label, r, s) for e, s in runs for r in e.cell_rounds)
+    print(f"[bench] {cells} cells, {cells_done} already in {args.csv}, {len(todo)} runs to go", flush=True)
     started = time.perf_counter()
     for done, (entry, seed) in enumerate(todo):
         out_dir = runs_dir / f"{entry.label}-r{entry.rounds}-s{seed}"
@@ -55,15 +63,16 @@ def main() -> None:
         config = requested_config(args.preset, overrides, str(out_dir))
         t0 = time.perf_counter()
         run_app(config, args.app_dir.resolve())
+        wall = time.perf_counter() - t0
         results = json.loads((out_dir / "results.json").read_text())
-        # a phase reused from the cache counts with the seconds it took when it was computed
-        seconds = time.perf_counter() - t0 + sum(p["seconds"] for p in results["phases"] if p.get("cached"))
-        append_rows(args.csv, rows_from_results(dataset, entry.label, results, seconds))
+        for cell_results, seconds in cells_of_run(results, wall):
+            if not cell_done(entry.label, cell_results["rounds"], seed):
+                append_rows(args.csv, rows_from_results(dataset, entry.label, cell_results, seconds))
         elapsed = time.perf_counter() - started
         remaining = elapsed / (done + 1) * (len(todo) - done - 1)
         print(
-            f"[bench] {done + 1}/{len(todo)} {entry.label} rounds={entry.rounds} seed={seed}: "
-            f"{seconds:.0f} s; elapsed {format_seconds(elapsed)}, about {format_seconds(remaining)} left",
+            f"[bench] run {done + 1}/{len(todo)} {entry.label} rounds={','.join(map(str, entry.cell_rounds))} "
+            f"seed={seed}: {wall:.0f} s; elapsed {format_seconds(elapsed)}, about {format_seconds(remaining)} left",
             flush=True,
         )
     write_report(args.csv, dataset)

@@ -63,3 +63,21 @@ def rows_from_results(dataset: str, label: str, results: dict[str, Any], seconds
     metrics["seconds"] = seconds
     base = {"dataset": dataset, "method": label, "rounds": results["rounds"], "seed": results["seed"]}
     return [{**base, "metric": name, "value": value} for name, value in metrics.items() if value is not None]
+
+
+def cells_of_run(results: dict[str, Any], wall_seconds: float) -> list[tuple[dict[str, Any], float]]:
+    """(results, seconds) of every cell one run fills: one per snapshot it recorded, then its own.
+
+    A phase reused from the cache counts with the seconds it took when it was computed. The run's own
+    cell leaves out the time spent taking snapshots; a snapshot's cell is the run's cost outside the
+    ServerApp (start-up: wall time minus the ServerApp's elapsed time) plus the ServerApp's elapsed
+    time up to and including the snapshot, without earlier snapshots.
+    """
+    outside = wall_seconds - results["seconds_elapsed"]
+    cells = [
+        ({**results, **snapshot, "rounds": snapshot["round"]}, outside + snapshot["seconds"] + snapshot["cached_seconds"])
+        for snapshot in results["snapshots"]
+    ]
+    cached = sum(p["seconds"] for p in results["phases"] if p.get("cached"))
+    cells.append((results, wall_seconds - results["snapshot_seconds"] + cached))
+    return cells
