@@ -59,7 +59,7 @@ def test_cells_of_a_run_split_its_seconds_between_snapshots_and_itself():
     results = {
         "rounds": 5, "seed": 0, "clients": [], "averages": {}, "domains": {},
         "phases": [{"name": "lora", "seconds": 100.0, "cached": True}, {"name": "rounds", "seconds": 30.0}],
-        "seconds_elapsed": 50.0, "snapshot_seconds": 4.0,
+        "seconds_elapsed": 50.0, "snapshot_seconds": 4.0, "cached_seconds": 100.0,
         "snapshots": [{"round": 0, "clients": [], "averages": {"global_acc": 0.5}, "domains": {},
                        "seconds": 12.0, "cached_seconds": 100.0}],
     }

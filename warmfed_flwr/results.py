@@ -108,6 +108,10 @@ class RunRecorder:
                 global_acc, personal_acc, bytes_up, bytes_down
             )
 
+    def cached_seconds(self) -> float:
+        """The seconds the phases reused from the cache so far took when they were computed."""
+        return round(sum(p["seconds"] for p in self.phases if p.get("cached")), 3)
+
     def has_snapshot(self, server_round: int) -> bool:
         """True when a snapshot of `server_round` is recorded (also by the run this one resumed)."""
         return any(s["round"] == server_round for s in self.snapshots)
@@ -130,7 +134,7 @@ class RunRecorder:
                 "averages": self.averages(),
                 "domains": self.domain_averages(),
                 "seconds": round(time.perf_counter() - self._started - self.snapshot_seconds, 3),
-                "cached_seconds": round(sum(p["seconds"] for p in self.phases if p.get("cached")), 3),
+                "cached_seconds": self.cached_seconds(),
             }
         )
         self.snapshot_seconds += seconds_taking_it
@@ -206,6 +210,7 @@ class RunRecorder:
             "failures": self.failures,
             "snapshots": self.snapshots,
             "seconds_total": round(sum(p["seconds"] for p in self.phases), 3),
+            "cached_seconds": self.cached_seconds(),
             "seconds_elapsed": round(time.perf_counter() - self._started, 3),
             "snapshot_seconds": round(self.snapshot_seconds, 3),
         }

@@ -78,6 +78,5 @@ def cells_of_run(results: dict[str, Any], wall_seconds: float) -> list[tuple[dic
         ({**results, **snapshot, "rounds": snapshot["round"]}, outside + snapshot["seconds"] + snapshot["cached_seconds"])
         for snapshot in results["snapshots"]
     ]
-    cached = sum(p["seconds"] for p in results["phases"] if p.get("cached"))
-    cells.append((results, wall_seconds - results["snapshot_seconds"] + cached))
+    cells.append((results, wall_seconds - results["snapshot_seconds"] + results["cached_seconds"]))
     return cells
