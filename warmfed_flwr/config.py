@@ -63,7 +63,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "lora.alpha": 8,
     "lora.targets": "all",
     "lora.steps": 300,
-    "lora.lr": 0.01,
+    "lora.lr": 0.005,
     "lora.batch-size": 16,
     "lora.max-bytes": 50_000_000,
     "lora.send-label-counts": True,
