@@ -9,16 +9,20 @@ generate images for every class, and measure
   assigns the generated images to this domain,
 and the same two for the base model without an adapter; adapter bytes vs base bytes, fit steps/s,
 generated images/s and that throughput as a fraction of this machine's fp32 matmul peak.
+`--full-finetune STEPS` also fine-tunes every weight of the base (the bound any adapter is held
+against: a LoRA update is a restricted weight update) with the LoRA fit's loop and batch size.
 
     PYTHONPATH=. .venv/bin/python scripts/measure_generative.py [--domain inverted] [--set lora.rank=4]
 
-Writes one CSV row per (domain, adapter in {lora, base}, guidance) to benchmarks/generative.csv;
-`--guidance 1 4` generates from the same adapters at each guidance scale (default: the configured one).
+Writes one CSV row per (domain, adapter in {lora, base, full-finetune}, guidance) to
+benchmarks/generative.csv; `--guidance 1 4` generates from the same adapters at each guidance scale
+(default: the configured one).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import time
@@ -34,6 +38,7 @@ from torchvision.utils import save_image
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.digits_domains import load_digits_domains
 from warmfed_flwr.generative import adapter_bytes, adapter_config, load_backbone, validate_adapter
+from warmfed_flwr.generative.tiny import TinyBackbone, to_model_space, train_denoiser
 
 COLUMNS = (
     "domain",
@@ -149,6 +154,19 @@ def flops_per_generated_image(unet: nn.Module, steps: int, guidance: float) -> f
     return counter.get_total_flops() * steps * (1 if guidance == 1.0 else 2)
 
 
+def fit_full_finetune(
+    backbone: TinyBackbone, images: torch.Tensor, labels: torch.Tensor, settings: Settings, lr: float, steps: int, seed: int
+) -> TinyBackbone:
+    """A copy of the tiny base with every weight trained on `images` by the LoRA fit's loop (its batch size)."""
+    clean = to_model_space(images, backbone.sample_size)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        unet = copy.deepcopy(backbone.unet).requires_grad_(True)
+        fit = replace(settings.lora, lr=lr, steps=steps)
+        train_denoiser(unet, backbone.scheduler, clean, labels.long(), backbone.null_label, fit)
+    return TinyBackbone(unet, backbone.scheduler)
+
+
 def parse_overrides(pairs: list[str]) -> dict[str, object]:
     """KEY=VALUE run-config overrides, values read as JSON where possible (numbers, booleans)."""
     overrides: dict[str, object] = {}
@@ -162,9 +180,17 @@ def parse_overrides(pairs: list[str]) -> dict[str, object]:
 
 
 def measure(
-    settings: Settings, only_domain: str, images_per_domain: int, guidances: list[float], grid_dir: Path | None
+    settings: Settings,
+    only_domain: str,
+    images_per_domain: int,
+    guidances: list[float],
+    grid_dir: Path | None,
+    full_finetune: tuple[int, float] | None = None,
 ) -> list[Row]:
-    """Fit, generate and judge every selected domain; rows (lora, base) per domain and guidance scale."""
+    """Fit, generate and judge every selected domain; rows (lora, base[, full-finetune]) per domain and guidance.
+
+    `full_finetune` = (steps, learning rate) adds the whole-model fine-tune of each domain.
+    """
     data = load_digits_domains(settings.data.image_size, settings.seed)
     names = [domain.name for domain in data.domains]
     if only_domain and only_domain not in names:
@@ -179,12 +205,14 @@ def measure(
         settings.seed,
     )
     backbone = load_backbone(settings.lora)
+    if full_finetune is not None and not isinstance(backbone, TinyBackbone):
+        raise SystemExit("--full-finetune: only for the tiny backbone (lora.backbone='tiny')")
     labels = torch.arange(images_per_domain) % num_classes
 
-    def timed_generate(adapter: object, guidance: float) -> tuple[torch.Tensor, float]:
+    def timed_generate(adapter: object, guidance: float, model: object = backbone) -> tuple[torch.Tensor, float]:
         started = time.perf_counter()
         generate = replace(settings.generate, guidance=guidance)
-        images = backbone.generate(labels, data.class_names, adapter, generate, settings.data.image_size, settings.seed)
+        images = model.generate(labels, data.class_names, adapter, generate, settings.data.image_size, settings.seed)
         return images, len(labels) / (time.perf_counter() - started)
 
     base = {guidance: timed_generate(None, guidance) for guidance in guidances}
@@ -201,13 +229,21 @@ def measure(
         adapter = backbone.fit_lora(domain.train.images, domain.train.labels, data.class_names, settings.lora, settings.seed + index)
         fit_speed = settings.lora.steps / (time.perf_counter() - started)
         validate_adapter(adapter, adapter_config(settings.lora), backbone.adapter_shapes(settings.lora), settings.lora, domain.name)
+        if full_finetune is not None:
+            steps, lr = full_finetune
+            started = time.perf_counter()
+            tuned = fit_full_finetune(backbone, domain.train.images, domain.train.labels, settings, lr, steps, settings.seed + index)
+            tuned_speed = steps / (time.perf_counter() - started)
         domain_labels = torch.full_like(labels, index)
         for guidance in guidances:
             images, gen_speed = timed_generate(adapter, guidance)
-            for name, (generated, speed), bytes_sent, fit in (
+            variants = [
                 ("lora", (images, gen_speed), adapter_bytes(adapter), fit_speed),
                 ("base", base[guidance], 0, None),
-            ):
+            ]
+            if full_finetune is not None:
+                variants.append(("full-finetune", timed_generate(None, guidance, tuned), tuned.base_bytes(), tuned_speed))
+            for name, (generated, speed), bytes_sent, fit in variants:
                 class_fidelity = accuracy(class_judge, generated, labels)
                 domain_fidelity = accuracy(domain_judge, generated, domain_labels)
                 measured.append((domain.name, name, guidance, class_fidelity, domain_fidelity, bytes_sent, fit, speed))
@@ -235,11 +271,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/generative.csv"))
     parser.add_argument("--guidance", type=float, nargs="+", help="guidance scales to generate at (default: the configured one)")
     parser.add_argument("--grid-dir", type=Path, default=None, help="also save sample grids (PNG) here")
+    parser.add_argument("--full-finetune", type=int, default=0, metavar="STEPS", help="also fine-tune all base weights for STEPS steps")
+    parser.add_argument("--full-finetune-lr", type=float, default=1e-3, metavar="LR", help="learning rate of --full-finetune")
     args = parser.parse_args()
 
     settings = Settings.from_run_config(parse_overrides(args.set))
     print(f"lora {settings.lora}\ngenerate {settings.generate}\ntorch threads {torch.get_num_threads()}")
-    rows = measure(settings, args.domain, args.images, args.guidance or [settings.generate.guidance], args.grid_dir)
+    full_finetune = (args.full_finetune, args.full_finetune_lr) if args.full_finetune > 0 else None
+    guidances = args.guidance or [settings.generate.guidance]
+    rows = measure(settings, args.domain, args.images, guidances, args.grid_dir, full_finetune)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)

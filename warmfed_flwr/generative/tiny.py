@@ -100,6 +100,28 @@ def denoising_loss(
     return F.mse_loss(prediction, noise)
 
 
+def train_denoiser(
+    model: UNet2DModel, scheduler: DDPMScheduler, clean: torch.Tensor, labels: torch.Tensor, null_label: int, lora: LoraSettings
+) -> None:
+    """Train `model`'s trainable parameters on `clean` images (model space) as a LoRA fit does.
+
+    `lora.steps` AdamW steps of `lora.batch_size` random images, the learning rate warmed up over
+    the first tenth of the steps, then cosine-decayed from `lora.lr`. Draws from torch's global
+    generator; callers seed it (or fork it) for determinism.
+    """
+    model.train()
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=lora.lr)
+    learning_rate = get_cosine_schedule_with_warmup(optimizer, lora.steps // LORA_WARMUP_DIVISOR, lora.steps)
+    for _ in range(lora.steps):
+        batch = torch.randint(0, clean.shape[0], (lora.batch_size,))
+        loss = denoising_loss(model, scheduler, clean[batch], labels[batch], null_label)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        learning_rate.step()
+
+
 class TinyBackbone:
     """The tiny pre-trained UNet: fits LoRA adapters and generates class-conditioned images."""
 
@@ -135,20 +157,10 @@ class TinyBackbone:
         """
         self._check_labels(labels, class_names)
         clean = to_model_space(images, self.sample_size)
-        labels = labels.long()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = self._copy_with_lora(lora).train()
-            trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-            optimizer = torch.optim.AdamW(trainable, lr=lora.lr)
-            learning_rate = get_cosine_schedule_with_warmup(optimizer, lora.steps // LORA_WARMUP_DIVISOR, lora.steps)
-            for _ in range(lora.steps):
-                batch = torch.randint(0, clean.shape[0], (lora.batch_size,))
-                loss = denoising_loss(model, self.scheduler, clean[batch], labels[batch], self.null_label)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                learning_rate.step()
+            model = self._copy_with_lora(lora)
+            train_denoiser(model, self.scheduler, clean, labels.long(), self.null_label, lora)
         return fold_lora_scaling(get_peft_model_state_dict(model), lora.alpha / lora.rank)
 
     @torch.inference_mode()
