@@ -14,6 +14,7 @@ from warmfed_flwr.data import DOMAIN_SET_LOADERS, DataError, domain_names, load_
 from warmfed_flwr.data.domainnet import DOMAINS as DOMAINNET_DOMAINS
 from warmfed_flwr.data.domainnet import FEDBN_CLASSES
 from warmfed_flwr.data.huggingface import huggingface_domain_set
+from warmfed_flwr.data.images import decode
 from warmfed_flwr.data.office_caltech10 import DOMAINS as OFFICE_DOMAINS
 
 
@@ -108,8 +109,10 @@ def test_camelyon17_one_domain_per_hospital_with_the_official_split(tmp_path: Pa
     assert (len(official.train), len(official.test)) == (6, 2)
     assert (len(fallback.train), len(fallback.test)) == (6, 2)
     assert fallback.test.class_counts(2) == [1, 1]
-    tumour_red = official.train.images[official.train.labels == 1][:, 0].mean()
-    normal_red = official.train.images[official.train.labels == 0][:, 0].mean()
+    train, skipped = decode(official.train, 8)
+    assert not skipped
+    tumour_red = train.float_images()[train.labels == 1][:, 0].mean()
+    normal_red = train.float_images()[train.labels == 0][:, 0].mean()
     assert tumour_red > normal_red + 0.5  # each label got its own patch file
 
 
@@ -149,7 +152,9 @@ def test_huggingface_domains_come_from_the_domain_column(tmp_path: Path, with_te
     for domain in data.domains:
         assert domain.train.class_counts(2) == ([4, 4] if with_test_split else [2, 2])
         assert domain.test.class_counts(2) == [2, 2]
-        dogs = domain.train.images[domain.train.labels == 1]
+        train, skipped = decode(domain.train, 8)
+        assert not skipped and len(train) == len(domain.train)
+        dogs = train.float_images()[train.labels == 1]
         assert torch.allclose(dogs[:, 0], torch.ones_like(dogs[:, 0]))  # labels stay with their images
 
 

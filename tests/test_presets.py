@@ -153,7 +153,7 @@ def test_real_preset_dry_run(preset: RealPreset, tiny_sd_backbone: StableDiffusi
 
     classifier = build_classifier(settings.train.model, len(class_names), settings.data.image_size).eval()
     with torch.no_grad():
-        logits = classifier(clients[0].train.images[:4])
+        logits = classifier(clients[0].train.subset(range(min(4, len(clients[0].train)))).float_images())
     assert logits.shape == (min(4, len(clients[0].train)), len(class_names))
 
     shapes = tiny_sd_backbone.adapter_shapes(settings.lora)

@@ -46,13 +46,16 @@ def partition_id(context: Context) -> int:
         ) from err
 
 
-@lru_cache(maxsize=4)
+@lru_cache(maxsize=1)
 def _client_data(settings: DataSettings, pid: int) -> ClientData:
     return data.load_client_data(settings, pid)
 
 
 def client_data(settings: Settings, context: Context) -> ClientData:
-    """This client's train/test split (cached per process)."""
+    """This client's train/test split, decoded; a process keeps only the last client's it served.
+
+    In a simulation one worker serves many clients in turn, so it holds one share at a time.
+    """
     return _client_data(settings.data, partition_id(context))
 
 
@@ -92,7 +95,7 @@ def handle_lora(msg: Message, context: Context) -> Message:
     backbone = load_backbone(settings.lora)
     start = time.perf_counter()
     adapter = backbone.fit_lora(
-        cd.train.images,
+        cd.train.float_images(),
         cd.train.labels,
         cd.class_names,
         settings.lora,

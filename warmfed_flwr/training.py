@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from warmfed_flwr.data.types import ImageSplit
+from warmfed_flwr.data.types import ImageSplit, float_pixels
 
 # A batch loss: (model, images, labels) -> scalar loss tensor.
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -73,7 +73,8 @@ def run_epochs(
         total, count = 0.0, 0
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            x = random_shift(images[idx], max_shift, generator) if max_shift else images[idx]
+            x = float_pixels(images[idx])
+            x = random_shift(x, max_shift, generator) if max_shift else x
             x, y = x.to(device), labels[idx].to(device)
             optimizer.zero_grad(set_to_none=True)
             loss = batch_loss(model, x, y)
@@ -111,11 +112,24 @@ def train_supervised(
     return run_epochs(model, split, epochs, lr, batch_size, seed, device, batch_loss=prox_loss, max_shift=max_shift)
 
 
+# Evaluation batches hold at most this many pixels per channel: 512 images up to 32 px, 10 at 224 px,
+# so that evaluating large images does not take gigabytes of activations at once.
+EVALUATION_BATCH_PIXELS = 512 * 32 * 32
+MAX_EVALUATION_BATCH = 512
+
+
+def evaluation_batch_size(images: torch.Tensor) -> int:
+    """Images per evaluation batch for images of this size (see EVALUATION_BATCH_PIXELS)."""
+    height, width = images.shape[-2:]
+    return max(1, min(MAX_EVALUATION_BATCH, EVALUATION_BATCH_PIXELS // (height * width)))
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 512) -> torch.Tensor:
-    """Logits of `model` for every image, computed in eval mode, returned on the CPU."""
+def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Logits of `model` for every image (float32 in [0, 1] or uint8), computed in eval mode, returned on the CPU."""
     model.to(device).eval()
-    outs = [model(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+    step = evaluation_batch_size(images)
+    outs = [model(float_pixels(images[i : i + step]).to(device)).cpu() for i in range(0, len(images), step)]
     return torch.cat(outs) if outs else torch.empty(0)
 
 

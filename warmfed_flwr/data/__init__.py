@@ -2,8 +2,9 @@
 own train and test split of one domain.
 
 Client ids run domain by domain: with K clients per domain, clients 0..K-1 share the first
-domain (see `partition.domain_and_shard`). Loading is cached per process, so every client and
-the server can call these functions freely.
+domain (see `partition.domain_and_shard`). A data set's layout (its files and labels, or the
+embedded digits) is cached per process, so every client and the server can count and partition
+clients freely; pixels of image files are decoded only by `load_client_data`, for one client.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ from functools import lru_cache
 from typing import Callable
 
 import numpy as np
+import torch
 
 from warmfed_flwr.config import DataSettings
 from warmfed_flwr.data.errors import DataError
+from warmfed_flwr.data.images import decode, warn_skipped
 from warmfed_flwr.data.seeding import derived_seed
-from warmfed_flwr.data.types import ClientData, DomainData, DomainSet, ImageSplit
+from warmfed_flwr.data.types import ClientData, DomainData, DomainSet, ImageSplit, Split
 
 __all__ = [
     "ClientData",
@@ -30,6 +33,7 @@ __all__ = [
     "load_client_data",
     "load_domain_set",
     "num_clients",
+    "pixel_dtype",
 ]
 
 # data.name -> "module:function" building its DomainSet; imported on first use, so that importing
@@ -44,9 +48,16 @@ DOMAIN_SET_LOADERS: dict[str, str] = {
 }
 
 
+# Data sets made in memory as float images; every other data set is 8-bit image files.
+FLOAT_DATA_SETS = ("digits-domains",)
+
+
 @lru_cache(maxsize=4)
 def load_domain_set(settings: DataSettings) -> DomainSet:
-    """All domains of the configured data set with their train/test splits (cached; read-only)."""
+    """All domains of the configured data set with their train/test splits (cached; read-only).
+
+    For data sets on disk the splits are file lists with labels: nothing is decoded here.
+    """
     target = DOMAIN_SET_LOADERS.get(settings.name)
     if target is None:
         raise DataError(f"data.name={settings.name!r} has no loader; available: {', '.join(DOMAIN_SET_LOADERS)}")
@@ -58,6 +69,15 @@ def load_domain_set(settings: DataSettings) -> DomainSet:
 def domain_names(settings: DataSettings) -> tuple[str, ...]:
     """The domain names, in client order."""
     return tuple(domain.name for domain in load_domain_set(settings).domains)
+
+
+def pixel_dtype(settings: DataSettings) -> torch.dtype:
+    """How the data set's images, and a synthetic pool standing in for them, are kept in memory.
+
+    uint8 for image files (all an 8-bit file holds, a quarter of float32's memory); float32 for
+    the embedded digits, whose styled images are made as floats.
+    """
+    return torch.float32 if settings.name in FLOAT_DATA_SETS else torch.uint8
 
 
 def num_clients(settings: DataSettings) -> int:
@@ -83,8 +103,17 @@ def _domain_shards(settings: DataSettings, domain_index: int) -> list[tuple[np.n
     )
 
 
+def decoded(split: Split, image_size: int, where: str) -> ImageSplit:
+    """`split`'s images in memory: image files decoded (uint8; unreadable ones skipped and logged), others as they are."""
+    if isinstance(split, ImageSplit):
+        return split
+    images, skipped = decode(split, image_size)
+    warn_skipped(skipped, where)
+    return images
+
+
 def load_client_data(settings: DataSettings, partition_id: int) -> ClientData:
-    """Client `partition_id`'s shard of its domain's train and test split.
+    """Client `partition_id`'s shard of its domain's train and test split, decoded (only that shard).
 
     Raises DataError if the id is out of range, or the client gets fewer than
     settings.min_train_images training images or no test image.
@@ -98,14 +127,14 @@ def load_client_data(settings: DataSettings, partition_id: int) -> ClientData:
     domain_set = load_domain_set(settings)
     domain = domain_set.domains[domain_index]
     train_positions, test_positions = _domain_shards(settings, domain_index)[shard]
+    where = f"client {partition_id} (domain '{domain.name}', shard {shard} of {settings.clients_per_domain})"
     client = ClientData(
         partition_id=partition_id,
         domain=domain.name,
-        train=domain.train.subset(train_positions),
-        test=domain.test.subset(test_positions),
+        train=decoded(domain.train.subset(train_positions), settings.image_size, f"{where}, train split"),
+        test=decoded(domain.test.subset(test_positions), settings.image_size, f"{where}, test split"),
         class_names=domain_set.class_names,
     )
-    where = f"client {partition_id} (domain '{domain.name}', shard {shard} of {settings.clients_per_domain})"
     if len(client.train) < settings.min_train_images:
         raise DataError(
             f"{where} has {len(client.train)} training images, fewer than data.min-train-images="

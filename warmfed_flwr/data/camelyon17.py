@@ -4,8 +4,8 @@
 center and split; the patch is
 `root/patches/patient_{p:03d}_node_{n}/patch_patient_{p:03d}_node_{n}_x_{x}_y_{y}.png`. The
 official split column is used (0: train, 1: validation, used here as test); a hospital with no
-split-1 rows is split by data.test-fraction and the run seed. Every patch is held in memory, so
-the full set (455k patches) needs a small data.image-size and plenty of RAM.
+split-1 rows is split by data.test-fraction and the run seed. Only the metadata is read to list the
+clients; each client decodes its own hospital's share of the patches.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from pathlib import Path
 from warmfed_flwr.config import DataSettings
 from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.imagefolder import check_root, split_train_test
-from warmfed_flwr.data.images import read_labelled_images, warn_skipped
 from warmfed_flwr.data.seeding import derived_seed
-from warmfed_flwr.data.types import DomainData, DomainSet
+from warmfed_flwr.data.types import DomainData, DomainSet, ImageFiles
 
 CLASS_NAMES = ("normal", "tumor")
 COLUMNS = ("patient", "node", "x_coord", "y_coord", "tumor", "center", "split")
@@ -74,19 +73,16 @@ def camelyon17_domain_set(settings: DataSettings) -> DomainSet:
         raise DataError(f"data.classes is set, but camelyon17 always has the classes {', '.join(CLASS_NAMES)}")
     root = Path(settings.root).expanduser().resolve()
     check_root(root, HELP)
-    domains, skipped = [], []
+    domains = []
     for center, splits in sorted(read_metadata(root).items()):
         name = f"hospital{center}"
-        train, train_skipped = read_labelled_images(*splits[TRAIN_SPLIT], settings.image_size)
-        test, test_skipped = read_labelled_images(*splits[TEST_SPLIT], settings.image_size)
-        skipped += train_skipped + test_skipped
+        train, test = ImageFiles.of(*splits[TRAIN_SPLIT]), ImageFiles.of(*splits[TEST_SPLIT])
         if not len(train):
-            raise DataError(f"camelyon17: {name} under {root} has no readable training patches (split 0); {HELP}")
+            raise DataError(f"camelyon17: {name} under {root} has no training patches (split 0); {HELP}")
         if not len(test):
             try:
                 train, test = split_train_test(train, settings.test_fraction, derived_seed(settings.seed, center))
             except DataError as error:
                 raise DataError(f"camelyon17: {name} under {root}: {error}") from error
         domains.append(DomainData(name=name, train=train, test=test))
-    warn_skipped(skipped, root)
     return DomainSet(domains=tuple(domains), class_names=CLASS_NAMES)

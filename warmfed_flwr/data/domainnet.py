@@ -12,9 +12,8 @@ from pathlib import Path
 from warmfed_flwr.config import DataSettings
 from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.imagefolder import class_image_paths, domain_folders, split_train_test
-from warmfed_flwr.data.images import read_labelled_images, warn_skipped
 from warmfed_flwr.data.seeding import derived_seed
-from warmfed_flwr.data.types import DomainData, DomainSet
+from warmfed_flwr.data.types import DomainData, DomainSet, ImageFiles
 
 DOMAINS = ("clipart", "infograph", "painting", "quickdraw", "real", "sketch")
 FEDBN_CLASSES = (
@@ -55,31 +54,28 @@ def official_split_paths(list_file: Path, root: Path, class_names: tuple[str, ..
     return paths, labels
 
 
-def load_domain(
-    root: Path, domain: str, class_names: tuple[str, ...], image_size: int, test_fraction: float, seed: int
-) -> tuple[DomainData, list[str]]:
-    """One domain's train and test split (official if both list files exist) and its unreadable files."""
+def load_domain(root: Path, domain: str, class_names: tuple[str, ...], test_fraction: float, seed: int) -> DomainData:
+    """One domain's train and test files (the official split if both list files exist, else a seeded one)."""
     list_files = [root / f"{domain}_{part}.txt" for part in ("train", "test")]
     present = [path.is_file() for path in list_files]
     if any(present) and not all(present):
         missing = list_files[present.index(False)]
         raise DataError(f"domainnet: {missing} is missing although its train/test partner exists; {HELP}")
     if all(present):
-        train, train_skipped = read_labelled_images(*official_split_paths(list_files[0], root, class_names), image_size)
-        test, test_skipped = read_labelled_images(*official_split_paths(list_files[1], root, class_names), image_size)
-        skipped = train_skipped + test_skipped
+        train = ImageFiles.of(*official_split_paths(list_files[0], root, class_names))
+        test = ImageFiles.of(*official_split_paths(list_files[1], root, class_names))
     else:
-        whole, skipped = read_labelled_images(*class_image_paths(root / domain, class_names), image_size)
+        whole = ImageFiles.of(*class_image_paths(root / domain, class_names))
         if not len(whole):
-            raise DataError(f"domainnet: {root / domain} has no readable images of {', '.join(class_names)}; {HELP}")
+            raise DataError(f"domainnet: {root / domain} has no images of {', '.join(class_names)}; {HELP}")
         train, test = split_train_test(whole, test_fraction, seed)
     for part, split in (("train", train), ("test", test)):
         if not len(split):
             raise DataError(
-                f"domainnet: domain '{domain}' under {root} has no readable {part} images of the classes "
+                f"domainnet: domain '{domain}' under {root} has no {part} images of the classes "
                 f"{', '.join(class_names)}; {HELP}"
             )
-    return DomainData(name=domain, train=train, test=test), skipped
+    return DomainData(name=domain, train=train, test=test)
 
 
 def domainnet_domain_set(settings: DataSettings) -> DomainSet:
@@ -89,13 +85,9 @@ def domainnet_domain_set(settings: DataSettings) -> DomainSet:
     root = Path(settings.root).expanduser().resolve()
     domain_folders(root, DOMAINS, HELP)
     class_names = tuple(sorted(set(settings.classes or FEDBN_CLASSES)))
-    domains, skipped = [], []
-    for index, domain in enumerate(DOMAINS):
-        data, unreadable = load_domain(
-            root, domain, class_names, settings.image_size, settings.test_fraction, derived_seed(settings.seed, index)
-        )
-        domains.append(data)
-        skipped += unreadable
-    warn_skipped(skipped, root)
-    return DomainSet(domains=tuple(domains), class_names=class_names)
+    domains = tuple(
+        load_domain(root, domain, class_names, settings.test_fraction, derived_seed(settings.seed, index))
+        for index, domain in enumerate(DOMAINS)
+    )
+    return DomainSet(domains=domains, class_names=class_names)
 

@@ -9,7 +9,9 @@ seed. Set HF_HUB_OFFLINE=1 so that nothing tries the network.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import datasets
 from flwr_datasets.partitioner import NaturalIdPartitioner
@@ -17,8 +19,7 @@ from flwr_datasets.partitioner import NaturalIdPartitioner
 from warmfed_flwr.config import DataSettings
 from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.imagefolder import split_domains
-from warmfed_flwr.data.images import read_labelled_images, warn_skipped
-from warmfed_flwr.data.types import DomainData, DomainSet, ImageSplit
+from warmfed_flwr.data.types import DomainData, DomainSet, ImageFiles
 
 DOMAIN_COLUMN, LABEL_COLUMN = "domain", "label"
 HELP = (
@@ -65,29 +66,37 @@ def class_names_of(data: datasets.DatasetDict, dataset_id: str) -> tuple[str, ..
     )
 
 
-def decode_split(split: datasets.Dataset, column: str, image_size: int, where: str) -> tuple[ImageSplit, list[str]]:
-    """The readable images of `split` with their labels, and the rows that could not be decoded."""
+@dataclass(frozen=True, eq=False)
+class DatasetRow:
+    """One row's encoded image in an Arrow-backed data set, read from the (memory-mapped) table only when opened."""
+
+    dataset: datasets.Dataset
+    column: str
+    row: int
+    name: str
+
+    def open(self) -> Path | BinaryIO:
+        item = self.dataset[self.row][self.column]
+        return io.BytesIO(item["bytes"]) if item["bytes"] is not None else Path(item["path"])
+
+
+def encoded_rows(split: datasets.Dataset, column: str, where: str) -> ImageFiles:
+    """The rows of `split` as encoded images with their labels; no image is decoded."""
     encoded = split.cast_column(column, datasets.Image(decode=False))
-    sources = [
-        io.BytesIO(item["bytes"]) if item["bytes"] is not None else Path(item["path"]) for item in encoded[column]
-    ]
-    names = [f"{where} row {row}" for row in range(len(sources))]
-    return read_labelled_images(sources, encoded[LABEL_COLUMN], image_size, names)
+    rows = [DatasetRow(encoded, column, row, f"{where} row {row}") for row in range(len(encoded))]
+    return ImageFiles.of(rows, [int(label) for label in encoded[LABEL_COLUMN]])
 
 
-def split_by_domain(
-    split: datasets.Dataset, column: str, image_size: int, dataset_id: str, split_name: str
-) -> tuple[dict[str, ImageSplit], list[str]]:
-    """Each distinct value of the domain column with its decoded images, sorted by domain name."""
+def split_by_domain(split: datasets.Dataset, column: str, dataset_id: str, split_name: str) -> dict[str, ImageFiles]:
+    """Each distinct value of the domain column with its rows, sorted by domain name (as the partitioner sorts them)."""
     partitioner = NaturalIdPartitioner(partition_by=DOMAIN_COLUMN)
     partitioner.dataset = split
-    domains, skipped = {}, []
+    domains = {}
     for partition_id in range(partitioner.num_partitions):
         name = str(partitioner.partition_id_to_natural_id[partition_id])
         where = f"{dataset_id}[{split_name}] domain '{name}'"
-        domains[name], unreadable = decode_split(partitioner.load_partition(partition_id), column, image_size, where)
-        skipped += unreadable
-    return domains, skipped
+        domains[name] = encoded_rows(partitioner.load_partition(partition_id), column, where)
+    return domains
 
 
 def huggingface_domain_set(settings: DataSettings, cache_dir: str | None = None) -> DomainSet:
@@ -99,12 +108,11 @@ def huggingface_domain_set(settings: DataSettings, cache_dir: str | None = None)
     data = open_dataset(settings.root, cache_dir)
     column = check_columns(data["train"], settings.root)
     class_names = class_names_of(data, settings.root)
-    train, skipped = split_by_domain(data["train"], column, settings.image_size, settings.root, "train")
+    train = split_by_domain(data["train"], column, settings.root, "train")
     if "test" not in data:
         domains = split_domains(train, settings.test_fraction, settings.seed, Path(settings.root))
     else:
-        test, test_skipped = split_by_domain(data["test"], column, settings.image_size, settings.root, "test")
-        skipped += test_skipped
+        test = split_by_domain(data["test"], column, settings.root, "test")
         if set(test) != set(train):
             raise DataError(
                 f"huggingface: {settings.root!r} train domains {sorted(train)} differ from test domains {sorted(test)}"
@@ -113,7 +121,6 @@ def huggingface_domain_set(settings: DataSettings, cache_dir: str | None = None)
     for domain in domains:
         if not len(domain.train) or not len(domain.test):
             raise DataError(
-                f"huggingface: {settings.root!r} domain '{domain.name}' has no readable train or test images"
+                f"huggingface: {settings.root!r} domain '{domain.name}' has no train or test images"
             )
-    warn_skipped(skipped, Path(settings.root))
     return DomainSet(domains=domains, class_names=class_names)

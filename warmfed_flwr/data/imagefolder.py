@@ -1,8 +1,9 @@
 """Image-folder data sets: `root/<domain>/<class>/*.{png,jpg,jpeg}` (Office-Caltech10, DomainNet, your own).
 
 Class names are the sorted union of the class folders of all domains, so a label means the same
-class in every domain even when some domain lacks some classes. Unreadable files are skipped,
-counted and logged rather than failing a long load.
+class in every domain even when some domain lacks some classes. Loading lists the files and their
+labels only; pixels are decoded by the client that owns them, which skips and logs unreadable files
+rather than failing a long run.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from sklearn.model_selection import train_test_split
 
 from warmfed_flwr.config import DataSettings
 from warmfed_flwr.data.errors import DataError
-from warmfed_flwr.data.images import read_labelled_images, warn_skipped
 from warmfed_flwr.data.seeding import derived_seed
-from warmfed_flwr.data.types import DomainData, DomainSet, ImageSplit
+from warmfed_flwr.data.types import DomainData, DomainSet, ImageFiles, Split
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 LAYOUT_HELP = (
@@ -30,11 +30,10 @@ LAYOUT_HELP = (
 
 @dataclass(frozen=True)
 class ImageFolderData:
-    """Every domain's images (not yet split), the shared class names, and the files that could not be read."""
+    """Every domain's image files (not yet split) and the shared class names."""
 
-    domains: dict[str, ImageSplit]
+    domains: dict[str, ImageFiles]
     class_names: tuple[str, ...]
-    skipped: list[str]
 
 
 def is_image_file(path: Path) -> bool:
@@ -93,36 +92,31 @@ def class_image_paths(domain: Path, class_names: tuple[str, ...]) -> tuple[list[
 
 
 def load_image_folder(
-    root: str | Path, image_size: int, classes: tuple[str, ...] = (), domains: tuple[str, ...] = ()
+    root: str | Path, classes: tuple[str, ...] = (), domains: tuple[str, ...] = ()
 ) -> ImageFolderData:
-    """Load `root/<domain>/<class>/*` at `image_size` px: every domain or only `domains`, every class or only `classes`.
+    """List `root/<domain>/<class>/*`: every domain or only `domains`, every class or only `classes`.
 
-    Cached in-process per (resolved root, image size, classes, domains): treat the tensors as read-only.
+    Reads directory entries only, no image. Cached in-process per (resolved root, classes, domains).
     """
-    return _load_image_folder(Path(root).expanduser().resolve(), image_size, tuple(classes), tuple(domains))
+    return _load_image_folder(Path(root).expanduser().resolve(), tuple(classes), tuple(domains))
 
 
 @lru_cache(maxsize=4)
-def _load_image_folder(
-    root: Path, image_size: int, classes: tuple[str, ...], domains: tuple[str, ...]
-) -> ImageFolderData:
+def _load_image_folder(root: Path, classes: tuple[str, ...], domains: tuple[str, ...]) -> ImageFolderData:
     folders = domain_folders(root, domains)
     found_classes = (folder.name for domain in folders for folder in subfolders(domain))
     class_names = restrict_classes(found_classes, classes, root)
-    splits, skipped = {}, []
+    splits = {}
     for domain in folders:
-        paths, labels = class_image_paths(domain, class_names)
-        split, unreadable = read_labelled_images(paths, labels, image_size)
-        skipped += unreadable
-        if not len(split):
+        files = ImageFiles.of(*class_image_paths(domain, class_names))
+        if not len(files):
             only = f" of the classes {', '.join(class_names)}" if classes else ""
-            raise DataError(f"domain folder {domain} has no readable .png/.jpg/.jpeg images{only}; {LAYOUT_HELP}")
-        splits[domain.name] = split
-    warn_skipped(skipped, root)
-    return ImageFolderData(domains=splits, class_names=class_names, skipped=skipped)
+            raise DataError(f"domain folder {domain} has no .png/.jpg/.jpeg images{only}; {LAYOUT_HELP}")
+        splits[domain.name] = files
+    return ImageFolderData(domains=splits, class_names=class_names)
 
 
-def split_train_test(split: ImageSplit, test_fraction: float, seed: int) -> tuple[ImageSplit, ImageSplit]:
+def split_train_test(split: Split, test_fraction: float, seed: int) -> tuple[Split, Split]:
     """A stratified, seeded (train, test) split of `split` for data sets without an official one."""
     labels = split.labels.numpy()
     try:
@@ -138,7 +132,7 @@ def split_train_test(split: ImageSplit, test_fraction: float, seed: int) -> tupl
     return split.subset(np.sort(train)), split.subset(np.sort(test))
 
 
-def split_domains(splits: dict[str, ImageSplit], test_fraction: float, seed: int, root: Path) -> tuple[DomainData, ...]:
+def split_domains(splits: dict[str, Split], test_fraction: float, seed: int, root: Path) -> tuple[DomainData, ...]:
     """Each named split cut into a stratified train/test pair, seeded per domain; errors name the domain."""
     domains = []
     for index, (name, split) in enumerate(splits.items()):
@@ -154,6 +148,6 @@ def image_folder_domain_set(settings: DataSettings) -> DomainSet:
     """Every domain folder under settings.root, split by settings.test_fraction and the run seed."""
     if not settings.root:
         raise DataError(f"data.name=imagefolder needs data.root; {LAYOUT_HELP}")
-    data = load_image_folder(settings.root, settings.image_size, settings.classes)
+    data = load_image_folder(settings.root, settings.classes)
     domains = split_domains(data.domains, settings.test_fraction, settings.seed, Path(settings.root))
     return DomainSet(domains=domains, class_names=data.class_names)

@@ -24,7 +24,7 @@ def office_caltech10_domain_set(settings: DataSettings) -> DomainSet:
     if not settings.root:
         raise DataError(f"data.name=office-caltech10 needs data.root; {HELP}")
     try:
-        data = load_image_folder(settings.root, settings.image_size, settings.classes, DOMAINS)
+        data = load_image_folder(settings.root, settings.classes, DOMAINS)
     except DataError as error:
         raise DataError(f"office-caltech10: {error}. {HELP}") from error
     domains = split_domains(data.domains, settings.test_fraction, settings.seed, Path(settings.root))
