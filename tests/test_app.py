@@ -10,7 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Message
+from PIL import Image
+from safetensors.numpy import load_file
 
+from warmfed_flwr.checkpoint import ARTIFACTS_DIR
 from warmfed_flwr.federation import FederationMismatchError, TooFewClientsError
 from warmfed_flwr.client import HANDLERS, build_client_app, handle_lora, partition_id
 from warmfed_flwr.transport import arrays_to_record, record_to_arrays
@@ -35,7 +38,9 @@ def test_fedavg_in_process(run_in_process):
     assert results["failures"] == []
 
 
-def test_warmfed_with_two_clients_records_adapters_pool_and_both_accuracies(run_in_process, two_domain_folder):
+def test_warmfed_with_two_clients_records_adapters_pool_and_both_accuracies(
+    run_in_process, two_domain_folder, tmp_path
+):
     results = run_in_process(
         {"method": "warmfed", "rounds": 0, "data.name": "imagefolder", "data.root": str(two_domain_folder)}, num_supernodes=2
     )
@@ -46,6 +51,14 @@ def test_warmfed_with_two_clients_records_adapters_pool_and_both_accuracies(run_
         assert client["details"]["synthetic_images"] == 20
         assert client["global_acc"] is not None and client["personal_acc"] is not None
         assert client["bytes_up"] > client["details"]["adapter_bytes"]
+    # The pool of an image-folder run is kept as uint8, like the files; plot_samples.py adds the real rows
+    run_dir = tmp_path / "run"
+    (pool_file,) = (run_dir / ARTIFACTS_DIR).glob("pool-*.safetensors")
+    assert {str(array.dtype) for array in load_file(str(pool_file)).values()} == {"uint8", "int64"}
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_samples.py"), "--run", str(run_dir), "--out",
+                    str(tmp_path / "both.png")], check=True, capture_output=True, timeout=300)
+    with Image.open(run_dir / "samples.png") as synthetic_only, Image.open(tmp_path / "both.png") as both:
+        assert both.width == synthetic_only.width and both.height > 1.6 * synthetic_only.height  # 4 rows, not 2
 
 
 def _failing_lora(msg: Message, context) -> Message:

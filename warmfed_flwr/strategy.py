@@ -27,15 +27,14 @@ from warmfed_flwr import data
 from warmfed_flwr.artifacts import ArtifactCache, adapter_key, base_source_key, cache_key, pool_key
 from warmfed_flwr.checkpoint import Checkpoint, ResumeError
 from warmfed_flwr.config import Settings
-from warmfed_flwr.data.errors import DataError
-from warmfed_flwr.data.types import ImageSplit
+from warmfed_flwr.data.types import ImageSplit, pixels_as
 from warmfed_flwr.federation import ClientInfo, TooFewClientsError, send_phase
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import AdapterError, adapter_bytes, validate_adapter
 from warmfed_flwr.generative.base import Adapter
 from warmfed_flwr.models import build_classifier, initial_classifier
 from warmfed_flwr.personalize import personalize
-from warmfed_flwr.plots import save_sample_grid
+from warmfed_flwr.plots import save_sample_grid, spread
 from warmfed_flwr.results import RunRecorder
 from warmfed_flwr.rounds import make_aggregation, run_rounds
 from warmfed_flwr.snapshots import SnapshotTaker
@@ -107,10 +106,10 @@ class WarmFedStrategy:
     def run(self, grid: Grid, clients: list[ClientInfo]) -> ArrayRecord:
         """All phases; returns the final global model's arrays."""
         rec, ckpt = self.recorder, self.checkpoint
-        shares = self.warm_start_pool(grid, clients)
-        self.save_samples(shares)
-        pool = ImageSplit(torch.cat([s.images for _, s in shares]), torch.cat([s.labels for _, s in shares]))
+        pool = self.synthetic_pool(grid, clients)
         arrays = self.warm_start_model(pool)
+        server_update = self.server_update(pool)
+        del pool  # from here only server_update needs it: freed now unless server.round-epochs > 0
 
         def distill(global_arrays: ArrayRecord, phase: str) -> None:
             personalize(grid, rec, clients, global_arrays, self.settings, self.run_config, self.settings.dsd.mode, phase)
@@ -121,11 +120,17 @@ class WarmFedStrategy:
                 snapshots(0, arrays)
             strategy = self.round_strategy or make_aggregation(self.settings, len(clients))
             arrays = run_rounds(
-                grid, rec, strategy, arrays, self.settings, self.run_config, self.server_update(pool), ckpt,
+                grid, rec, strategy, arrays, self.settings, self.run_config, server_update, ckpt,
                 after_round=snapshots,
             )
         ckpt.once("dsd", rec, lambda: distill(arrays, "dsd"))
         return arrays
+
+    def synthetic_pool(self, grid: Grid, clients: list[ClientInfo]) -> ImageSplit:
+        """The warm-start data: every client's share of synthetic images in one split (samples.png drawn on the way)."""
+        shares = self.warm_start_pool(grid, clients)
+        self.save_samples(shares)
+        return ImageSplit(torch.cat([s.images for _, s in shares]), torch.cat([s.labels for _, s in shares]))
 
     def warm_start_pool(self, grid: Grid, clients: list[ClientInfo]) -> list[tuple[ClientInfo, ImageSplit]]:
         """Phases `lora` and `warmstart-generate` (each from the checkpoint, the cache, or run); the pool's shares."""
@@ -276,6 +281,7 @@ class WarmFedStrategy:
         """Phase `warmstart`: each source's share of the synthetic pool (from its adapter, or the base for FGL)."""
         s = self.settings
         backbone = load_backbone(s.lora)
+        pixel_dtype = data.pixel_dtype(s.data)  # kept like the clients' real images: uint8 for image files
         shares = []
         for i, (client, adapter, counts) in enumerate(sources):
             wanted = labels_for_client(counts, len(self.class_names), s.generate.images_per_client)
@@ -283,25 +289,21 @@ class WarmFedStrategy:
             log(INFO, "[warmstart] generating %d images for partition %d (%s), %d of %d clients",
                 len(wanted), client.partition_id, client.domain, i + 1, len(sources))
             generated = backbone.generate(wanted, self.class_names, adapter, s.generate, s.data.image_size, seed)
-            shares.append((client, ImageSplit(generated, wanted)))
+            shares.append((client, ImageSplit(pixels_as(generated, pixel_dtype), wanted)))
             self.recorder.clients[client.partition_id].details["synthetic_images"] = len(wanted)
         backbone.release()
         return shares
 
     def save_samples(self, shares: list[tuple[ClientInfo, ImageSplit]]) -> None:
-        """samples.png: each client's synthetic images next to real ones of its domain.
+        """samples.png: one row of synthetic images per client (at most 24, spread over all), one column per class.
 
-        Real rows appear only where the server process can read the data itself (simulations of
-        the embedded or an on-disk data set); a deployed server never sees client images.
+        The server reads no client image, so real images are not shown here;
+        `scripts/plot_samples.py` draws a finished run's samples next to the real ones.
         """
-        rows = []
-        for client, share in sorted(shares, key=lambda pair: pair[0].partition_id):
-            rows.append((f"synthetic {client.partition_id}\n{client.domain}", share))
-            try:
-                rows.append((f"real {client.partition_id}\n{client.domain}",
-                             data.load_client_data(self.settings.data, client.partition_id).train))
-            except (DataError, OSError) as err:
-                log(INFO, "[warmstart] samples.png without real images of partition %d: %s", client.partition_id, err)
+        rows = [
+            (f"synthetic {client.partition_id}\n{client.domain}", share)
+            for client, share in spread(sorted(shares, key=lambda pair: pair[0].partition_id))
+        ]
         save_sample_grid(self.recorder.out_dir / "samples.png", rows, self.class_names)
 
     def train_on_pool(self, pool: ImageSplit) -> torch.nn.Module:
