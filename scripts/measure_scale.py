@@ -1,40 +1,115 @@
-"""Wall time and peak memory of one `flwr run` of a preset, over the whole process tree.
+"""Wall time and peak memory of one `flwr run` of a preset, over every process of the run.
 
     python scripts/measure_scale.py --preset conf/digits-60.toml --output-dir /abs/run [--run-config '...']
+        [--cpus-per-client 2]
 
-`flwr run` starts a detached SuperLink whose children (ServerApp, Ray workers) are not children
-of this script, so every process whose environment carries this run's FLWR_HOME is sampled once a
-second and their resident memory is summed. Prints one JSON line with wall seconds, peak RSS (GiB),
-clients, and seconds per client, and writes it to <output-dir>/scale.json.
+`flwr run` starts a detached SuperLink whose children (ServerApp, Ray workers) are not children of
+this script, so every process whose environment carries this run's fresh FLWR_HOME, and this
+script itself, is sampled once a second. Two sums are recorded, each at its peak over time:
+resident memory (RSS; a page shared by several processes, such as torch's libraries, is counted
+in each) and proportional memory (PSS, Linux's smaps_rollup; a shared page is split between the
+processes sharing it, so the sum is the memory the run really occupies). Per process, its own
+peaks. Flower's local SuperLink listens on fixed ports: if one is already running, `flwr run`
+would silently hand it this run, so the script refuses to start until it is stopped.
+
+Prints one JSON line and writes it to <output-dir>/scale.json; every sample of every process
+(seconds since the start, pid, label, RSS and PSS bytes) goes to <output-dir>/memory.csv.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
 
-from warmfed_flwr import data
-from warmfed_flwr.config import Settings
-from warmfed_flwr.launch import requested_config, run_app
+from warmfed_flwr.launch import count_clients, requested_config, run_app
+
+SUPERLINK_PORTS = (39091, 39092, 39093)  # Flower 1.42's local SuperLink: ServerAppIo, Fleet, Control API
 
 
-def tree_rss(flwr_home: str) -> int:
-    """Summed resident bytes of every process running with this FLWR_HOME."""
-    total = 0
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get("FLWR_HOME") == flwr_home:
-                total += proc.memory_info().rss
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return total
+@dataclass
+class ProcessPeak:
+    """One process's highest resident and proportional memory seen."""
+
+    label: str
+    rss: int = 0
+    pss: int = 0
+
+
+@dataclass
+class MemorySampler:
+    """Samples the run's processes; keeps the peak of each sum and of each process."""
+
+    flwr_home: str
+    peak_rss: int = 0
+    peak_pss: int = 0
+    processes: dict[int, ProcessPeak] = field(default_factory=dict)
+    samples: list[tuple[float, int, str, int, int]] = field(default_factory=list)
+    start: float = field(default_factory=time.perf_counter)
+
+    def run_processes(self) -> list[psutil.Process]:
+        """This script and every process started with this run's FLWR_HOME."""
+        found = [psutil.Process()]
+        for proc in psutil.process_iter(["pid"]):
+            try:
+                if proc.pid != found[0].pid and proc.environ().get("FLWR_HOME") == self.flwr_home:
+                    found.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        return found
+
+    def sample(self) -> None:
+        total_rss = total_pss = 0
+        now = round(time.perf_counter() - self.start, 1)
+        for proc in self.run_processes():
+            try:
+                rss, pss = proc.memory_info().rss, proportional_set_size(proc.pid)
+                peak = self.processes.setdefault(proc.pid, ProcessPeak(""))
+                peak.label = label(proc)  # Ray names its workers after they start
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError, ProcessLookupError):
+                continue
+            peak.rss, peak.pss = max(peak.rss, rss), max(peak.pss, pss)
+            self.samples.append((now, proc.pid, peak.label, rss, pss))
+            total_rss += rss
+            total_pss += pss
+        self.peak_rss, self.peak_pss = max(self.peak_rss, total_rss), max(self.peak_pss, total_pss)
+
+
+def proportional_set_size(pid: int) -> int:
+    """The process's PSS in bytes, from /proc/<pid>/smaps_rollup."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def label(proc: psutil.Process) -> str:
+    """A short name for a process: Ray's process title, or the program and its module."""
+    command = proc.cmdline()
+    if command and command[0].startswith("ray::"):
+        return command[0]
+    names = [Path(part).name for part in command[:3] if not part.startswith("-")]
+    return " ".join(names) or proc.name()
+
+
+def foreign_superlinks() -> list[str]:
+    """Processes already listening on the local SuperLink's ports, as 'pid: command'."""
+    found = []
+    for connection in psutil.net_connections(kind="tcp"):
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port in SUPERLINK_PORTS and connection.pid:
+            try:
+                found.append(f"{connection.pid}: {' '.join(psutil.Process(connection.pid).cmdline())[:160]}")
+            except psutil.NoSuchProcess:
+                continue
+    return sorted(set(found))
 
 
 def stop_processes(flwr_home: str) -> None:
@@ -43,8 +118,12 @@ def stop_processes(flwr_home: str) -> None:
         try:
             if proc.environ().get("FLWR_HOME") == flwr_home:
                 proc.terminate()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
+
+
+def gib(value: int) -> float:
+    return round(value / 2**30, 2)
 
 
 def main() -> None:
@@ -52,38 +131,62 @@ def main() -> None:
     parser.add_argument("--preset", required=True)
     parser.add_argument("--run-config")
     parser.add_argument("--output-dir", required=True)
+    parser.add_argument(
+        "--cpus-per-client", type=int, default=1,
+        help="Ray CPUs per simulated client: the machine's cores divided by this many clients run at once",
+    )
     args = parser.parse_args()
+    running = foreign_superlinks()
+    if running:
+        raise SystemExit(
+            "a Flower SuperLink is already listening on the local ports; it would run this measurement with its own "
+            "code and environment. Stop it first:\n  " + "\n  ".join(running)
+        )
     config = requested_config(args.preset, args.run_config, args.output_dir)
-    clients = data.num_clients(Settings.from_run_config(config).data)
+    clients = count_clients(config)
     flwr_home = tempfile.mkdtemp(prefix="flwr-home-")
     os.environ["FLWR_HOME"] = flwr_home
-    peak = 0
+    sampler = MemorySampler(flwr_home)
     done = threading.Event()
 
-    def sample() -> None:
-        nonlocal peak
+    def sample_every_second() -> None:
         while not done.is_set():
-            peak = max(peak, tree_rss(flwr_home))
+            sampler.sample()
             time.sleep(1.0)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    thread = threading.Thread(target=sample_every_second, daemon=True)
+    thread.start()
     start = time.perf_counter()
     try:
-        out_dir = run_app(config, Path.cwd())
+        out_dir = run_app(config, Path.cwd(), cpus_per_client=args.cpus_per_client)
     finally:
         done.set()
-        sampler.join()
+        thread.join()
         stop_processes(flwr_home)
     wall = time.perf_counter() - start
+    results = json.loads((out_dir / "results.json").read_text())
     record = {
         "preset": args.preset,
+        "run_config": args.run_config or "",
+        "cpus_per_client": args.cpus_per_client,
         "clients": clients,
         "wall_seconds": round(wall, 1),
         "seconds_per_client": round(wall / clients, 2),
-        "peak_rss_gib": round(peak / 2**30, 2),
+        "peak_rss_sum_gib": gib(sampler.peak_rss),
+        "peak_pss_sum_gib": gib(sampler.peak_pss),
+        "phases": {phase["name"]: phase["seconds"] for phase in results["phases"]},
+        "failures": len(results["failures"]),
+        "processes": sorted(
+            ({"label": peak.label, "peak_rss_gib": gib(peak.rss), "peak_pss_gib": gib(peak.pss)}
+             for peak in sampler.processes.values()),
+            key=lambda entry: -entry["peak_pss_gib"],
+        ),
     }
     (out_dir / "scale.json").write_text(json.dumps(record, indent=2))
+    with (out_dir / "memory.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["seconds", "pid", "label", "rss_bytes", "pss_bytes"])
+        writer.writerows(sampler.samples)
     print(json.dumps(record))
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from flwr.common.config import parse_config_args
 
-from warmfed_flwr import data
 from warmfed_flwr.config import Settings, merge_run_config
 from warmfed_flwr.presets import load_preset
 
@@ -32,7 +31,7 @@ FLOWER_ENV = {
 
 
 class RunFailedError(RuntimeError):
-    """`flwr run` returned but the run did not finish as completed."""
+    """The run could not start (its data set cannot be read) or `flwr run` returned without it completing."""
 
 
 def toml_value(value: object) -> str:
@@ -71,6 +70,22 @@ def last_run_status(env: dict[str, str], app_dir: Path) -> str:
     return str(newest.get("status", "unknown"))
 
 
+def count_clients(config: dict[str, object]) -> int:
+    """How many clients the run's data set gives, counted in a short-lived child process.
+
+    Counting needs torch and the data set's index (about 0.7 GB with torch's libraries); this
+    process waits for the whole run and would otherwise hold them to the end. A data set that
+    cannot be read raises RunFailedError with the child's DataError message.
+    """
+    child = subprocess.run(
+        [sys.executable, "-m", "warmfed_flwr.data", json.dumps(config)], capture_output=True, text=True
+    )
+    if child.returncode != 0:
+        lines = child.stderr.strip().splitlines()
+        raise RunFailedError(lines[-1] if lines else f"counting the clients failed with exit code {child.returncode}")
+    return int(child.stdout)
+
+
 def run_app(config: dict[str, object], app_dir: Path, cpus_per_client: int = 1, gpus_per_client: float = 0.0) -> Path:
     """Run the app under `flwr run`; return the run directory, or exit non-zero if the run failed."""
     settings = Settings.from_run_config(config)
@@ -78,7 +93,7 @@ def run_app(config: dict[str, object], app_dir: Path, cpus_per_client: int = 1, 
     out_dir.mkdir(parents=True, exist_ok=True)
     config_file = out_dir / "requested_run_config.toml"
     config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in sorted(config.items())))
-    num_clients = data.num_clients(settings.data)
+    num_clients = count_clients(config)
     env = {**os.environ, **FLOWER_ENV}
     env.setdefault("FLWR_HOME", str(app_dir / ".flwr"))
     federation = (
