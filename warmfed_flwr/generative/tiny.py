@@ -269,6 +269,6 @@ def load_tiny_backbone(path: str = "") -> TinyBackbone:
 def _cached_tiny_backbone(folder: Path) -> TinyBackbone:
     """Load the UNet in `folder` once per process."""
     return TinyBackbone(
-        UNet2DModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True, torch_dtype=torch.float32),
+        UNet2DModel.from_pretrained(str(folder), local_files_only=True, use_safetensors=True, dtype=torch.float32),
         DDPMScheduler.from_pretrained(str(folder), local_files_only=True),
     )

@@ -1,0 +1,63 @@
+"""Every third-party package the code imports is declared in pyproject.toml, runtime ones as runtime dependencies."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def requirement_names(requirements: list[str]) -> set[str]:
+    """Normalised distribution names of PEP 508 requirement strings."""
+    return {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", r).group(0)).lower() for r in requirements}
+
+
+def imported_top_level(files: list[Path]) -> set[str]:
+    """Top-level module names imported (absolutely) by `files`."""
+    names: set[str] = set()
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def third_party(names: set[str]) -> set[str]:
+    """`names` without the standard library and this repository's own modules (the package, scripts, tests)."""
+    local = {"warmfed_flwr", "client_app", "server_app", "conftest"}
+    local |= {path.stem for folder in ("scripts", "tests") for path in (ROOT / folder).glob("*.py")}
+    return {name for name in names if name not in sys.stdlib_module_names and name not in local and name != "__future__"}
+
+
+def distributions(module: str) -> set[str]:
+    """The normalised names of the installed distributions that provide `module`."""
+    providers = importlib.metadata.packages_distributions().get(module, [])
+    assert providers, f"no installed distribution provides the imported module {module!r}"
+    return {re.sub(r"[-_.]+", "-", name).lower() for name in providers}
+
+
+def test_runtime_imports_are_runtime_dependencies() -> None:
+    declared = requirement_names(PYPROJECT["project"]["dependencies"])
+    files = [*(ROOT / "warmfed_flwr").rglob("*.py"), ROOT / "client_app.py", ROOT / "server_app.py"]
+    modules = third_party(imported_top_level(files))
+    assert {"torch", "diffusers", "PIL", "datasets", "numpy", "tokenizers"} <= modules  # the scan sees imports
+    undeclared = {module: distributions(module) for module in modules if not distributions(module) & declared}
+    assert not undeclared, f"imported by the app but not in [project].dependencies: {undeclared}"
+
+
+def test_script_and_test_imports_are_declared_and_test_only_ones_stay_out_of_runtime() -> None:
+    runtime = requirement_names(PYPROJECT["project"]["dependencies"])
+    test_extra = requirement_names(PYPROJECT["project"]["optional-dependencies"]["test"])
+    files = [*(ROOT / "scripts").glob("*.py"), *(ROOT / "tests").glob("*.py")]
+    modules = third_party(imported_top_level(files))
+    undeclared = {module: distributions(module) for module in modules if not distributions(module) & (runtime | test_extra)}
+    assert not undeclared, f"imported by scripts/tests but declared nowhere: {undeclared}"
+    assert "psutil" not in runtime and "psutil" in test_extra  # only scripts and tests watch processes
