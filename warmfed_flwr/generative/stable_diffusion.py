@@ -274,7 +274,6 @@ class StableDiffusionBackbone:
             )
             return current["batch_size"]
 
-        @find_executable_batch_size(starting_batch_size=settings.batch_size, reduce_batch_size_fn=halve_batch)
         def run(batch_size: int) -> torch.Tensor:
             outputs = []
             for start in range(0, len(prompts), batch_size):
@@ -291,7 +290,8 @@ class StableDiffusionBackbone:
                 outputs.append(output.images.float().cpu())
             return torch.cat(outputs)
 
-        return run()
+        # called directly: up to accelerate 1.14 the decorator form drops reduce_batch_size_fn
+        return find_executable_batch_size(run, starting_batch_size=settings.batch_size, reduce_batch_size_fn=halve_batch)()
 
 
 def initial_latents(pipeline: StableDiffusionPipeline, count: int, generator: torch.Generator) -> torch.Tensor:
