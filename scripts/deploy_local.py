@@ -3,6 +3,7 @@
     python scripts/deploy_local.py --supernodes N --work-dir DIR
         [--preset conf/smoke.toml] [--run-config 'method="fedavg"'] [--output-dir DIR/run] [--timeout 600]
         [--kill-supernode K]
+    python scripts/deploy_local.py --node-folders DIR0 DIR1 DIR2 [--isolate-node-folders] --work-dir DIR ...
 
 In DIR (which must be empty or new) it
 1. creates a throw-away CA and a server certificate for 127.0.0.1/localhost (openssl, P-384),
@@ -13,7 +14,13 @@ In DIR (which must be empty or new) it
    public key with `flwr supernode register`: only these keys may connect,
 5. starts N `flower-supernode`s with the CA as root certificate, their private keys,
    `--node-config "partition-id=K num-partitions=N"` and distinct free ports, and waits until all
-   N are online,
+   N are online. With --node-folders each SuperNode K gets its own folder as
+   `data-root="DIR_K"` (the run uses data.name="node-local": each node reads its folder and
+   nothing else, the server none). With --isolate-node-folders (root only) each SuperNode runs in
+   a mount namespace of its own in which the other nodes' folders are hidden under empty tmpfs
+   mounts, as on separate machines; the script checks, through each node's namespace, that the
+   node sees its own folder and none of the others',
+
 6. runs `flwr run <app> local-tls --stream --run-config <config>` and checks that `flwr list` says
    finished:completed and that results.json was written.
    With --kill-supernode K (a fault test) it SIGKILLs SuperNode K and the processes it started as soon
@@ -29,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -42,15 +50,14 @@ from typing import IO
 import psutil
 from flwr.common.config import parse_config_args
 
-from warmfed_flwr import data
-from warmfed_flwr.config import ConfigError, Settings
-from warmfed_flwr.data import DataError
-from warmfed_flwr.launch import FLOWER_ENV, last_run_status, requested_config, toml_value
+from warmfed_flwr.config import NODE_LOCAL, ConfigError, Settings
+from warmfed_flwr.launch import FLOWER_ENV, RunFailedError, count_clients, last_run_status, requested_config, toml_value
 
 APP_DIR = Path(__file__).resolve().parents[1]
 CONNECTION = "local-tls"
 HOST = "127.0.0.1"
 TOOLS = ("openssl", "ssh-keygen", "flower-superlink", "flower-supernode", "flwr")
+NODE_LOCAL_RUN = {"data.name": NODE_LOCAL}
 SERVER_CERT_EXTENSIONS = (
     "subjectAltName=IP:127.0.0.1,DNS:localhost\n"
     "basicConstraints=critical,CA:FALSE\n"
@@ -210,17 +217,49 @@ class Deployment:
         """The SuperLink's node list (`flwr supernode list --format json`)."""
         return json.loads(self.flwr("supernode", "list", CONNECTION, "--format", "json").stdout)["nodes"]
 
-    def start_supernode(self, name: str, private_key: Path, partition_id: int, num_partitions: int) -> subprocess.Popen:
-        """flower-supernode over TLS (the CA as root certificate), authenticated by `private_key`, on a free port."""
+    def start_supernode(
+        self,
+        name: str,
+        private_key: Path,
+        partition_id: int,
+        num_partitions: int,
+        data_root: Path | None = None,
+        hidden: tuple[Path, ...] = (),
+    ) -> subprocess.Popen:
+        """flower-supernode over TLS (the CA as root certificate), authenticated by `private_key`, on a free port.
+
+        `data_root`: the node's own image folder (node config `data-root`, named in results by its folder
+        name). `hidden`: folders the node must not see; it then runs in its own mount namespace with each
+        of them covered by an empty tmpfs (needs root).
+        """
         port = self.free_port()
-        return self._start(name, [
+        node_config = f"partition-id={partition_id} num-partitions={num_partitions}"
+        if data_root is not None:
+            node_config += f" data-root={toml_value(str(data_root))} domain={toml_value(data_root.name)}"
+        command = [
             "flower-supernode",
             "--superlink", f"{HOST}:{self.superlink_port}",
             "--root-certificates", str(self.tls.ca_cert),
             "--auth-supernode-private-key", str(private_key),
-            "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}",
+            "--node-config", node_config,
             "--host", HOST, "--port", str(port),
-        ])
+        ]
+        if hidden:
+            covers = " && ".join(f"mount -t tmpfs -o size=4k,mode=000 none {shlex.quote(str(f))}" for f in hidden)
+            command = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                       f"{covers} && exec {shlex.join(command)}"]
+        return self._start(name, command)
+
+    def visible_entries(self, name: str, folder: Path) -> list[str]:
+        """What SuperNode `name` sees in `folder`, listed from inside its mount namespace."""
+        _, process, _ = next(entry for entry in self.processes if entry[0] == name)
+        listing = subprocess.run(
+            ["nsenter", "--target", str(process.pid), "--mount", "--", "ls", "-A", str(folder)],
+            capture_output=True, text=True,
+        )
+        if listing.returncode != 0:
+            raise DeploymentError(f"cannot list {folder} as {name} sees it: {listing.stderr.strip()}")
+        return listing.stdout.split()
 
     def kill(self, name: str) -> None:
         """SIGKILL a started process and every process it started, as if its machine died (fault tests)."""
@@ -299,12 +338,31 @@ def wait_for_phase(results: Path, phase: str, run: subprocess.Popen, deadline: f
     raise DeploymentError(f"the run did not finish phase '{phase}' (flwr run exit code {run.poll()})")
 
 
+def check_isolation(deployment: Deployment, folders: list[Path]) -> None:
+    """Each node sees its own folder's entries and nothing of the others' (listed inside its namespace)."""
+    for k, own in enumerate(folders):
+        name = f"supernode-{k}"
+        if deployment.visible_entries(name, own) != sorted(p.name for p in own.iterdir() if not p.name.startswith(".")):
+            raise DeploymentError(f"{name} does not see its own folder {own} whole")
+        for other in folders[:k] + folders[k + 1:]:
+            seen = deployment.visible_entries(name, other)
+            if seen:
+                raise DeploymentError(f"{name} can see {other}: {seen[:5]}")
+        print(f"{name} sees its own folder {own} and nothing of the {len(folders) - 1} others", flush=True)
+
+
 def deploy_and_run(
-    work_dir: Path, supernodes: int, config: dict[str, object], timeout: float, kill_supernode: int | None = None
+    work_dir: Path,
+    supernodes: int,
+    config: dict[str, object],
+    timeout: float,
+    kill_supernode: int | None = None,
+    node_folders: list[Path] | None = None,
+    isolate: bool = False,
 ) -> Path:
     """Steps 1-6 of the module docstring; returns results.json. Raises DeploymentError on any failure."""
     settings = Settings.from_run_config(config)
-    clients = data.num_clients(settings.data)
+    clients = len(node_folders) if node_folders else count_clients(config)
     if clients != supernodes:
         raise DeploymentError(
             f"the run config splits the data ({settings.data.name}) into {clients} clients but --supernodes is "
@@ -325,8 +383,12 @@ def deploy_and_run(
         deployment.start_superlink()
         node_ids = [deployment.register(key) for key in keys]
         for partition_id, key in enumerate(keys):
-            deployment.start_supernode(f"supernode-{partition_id}", key, partition_id, supernodes)
+            own = node_folders[partition_id] if node_folders else None
+            hidden = tuple(f for f in node_folders if f != own) if node_folders and isolate else ()
+            deployment.start_supernode(f"supernode-{partition_id}", key, partition_id, supernodes, own, hidden)
         deployment.wait_online(node_ids)
+        if node_folders and isolate:
+            check_isolation(deployment, node_folders)
         print(f"SuperLink https://{HOST}:{deployment.superlink_port}, SuperNodes online: {node_ids}", flush=True)
         command = ["flwr", "run", str(APP_DIR), CONNECTION, "--stream", "--run-config", str(config_file)]
         print(f"$ {' '.join(command)}", flush=True)
@@ -360,7 +422,11 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--supernodes", type=int, required=True, help="number of SuperNodes (= clients of the data)")
+    parser.add_argument("--supernodes", type=int, help="number of SuperNodes (= clients of the data)")
+    parser.add_argument("--node-folders", type=Path, nargs="+", metavar="DIR",
+                        help="one image folder per SuperNode (its data-root; the run uses data.name=\"node-local\")")
+    parser.add_argument("--isolate-node-folders", action="store_true",
+                        help="hide the other nodes' folders from each SuperNode (a mount namespace each; needs root)")
     parser.add_argument("--work-dir", type=Path, required=True, help="an empty or new folder for keys, logs, outputs")
     parser.add_argument("--preset", default=str(APP_DIR / "conf" / "smoke.toml"), help="run-config preset (TOML)")
     parser.add_argument("--run-config", default='method="fedavg"', help="key=value overrides of the preset")
@@ -370,6 +436,20 @@ def main() -> None:
                         help="fault test: SIGKILL SuperNode K (with its processes) once the run finished discovery")
     args = parser.parse_args()
 
+    node_folders = [folder.expanduser().resolve() for folder in args.node_folders or []]
+    if node_folders:
+        missing = [str(folder) for folder in node_folders if not folder.is_dir()]
+        if missing:
+            parser.error(f"--node-folders: not a folder: {', '.join(missing)}")
+        if args.supernodes not in (None, len(node_folders)):
+            parser.error(f"--supernodes {args.supernodes} but {len(node_folders)} --node-folders: one SuperNode per folder")
+        args.supernodes = len(node_folders)
+    if args.isolate_node_folders and not node_folders:
+        parser.error("--isolate-node-folders needs --node-folders")
+    if args.isolate_node_folders and os.geteuid() != 0:
+        parser.error("--isolate-node-folders needs root: each SuperNode gets a mount namespace of its own")
+    if args.supernodes is None:
+        parser.error("give --supernodes N or --node-folders DIR ...")
     if args.supernodes < 1:
         parser.error("--supernodes must be at least 1")
     if args.kill_supernode is not None and not 0 <= args.kill_supernode < args.supernodes:
@@ -383,14 +463,20 @@ def main() -> None:
         config = requested_config(args.preset, args.run_config, str(args.output_dir or work_dir / "run"))
     except (ValueError, FileNotFoundError) as error:  # a bad preset or override, named by the message
         parser.error(str(error))
+    if node_folders:
+        if config.get("data.name", NODE_LOCAL) != NODE_LOCAL:
+            parser.error(f"--node-folders runs on each node's own folder: data.name must be {NODE_LOCAL!r}")
+        config.update(NODE_LOCAL_RUN)
 
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     started = time.monotonic()
     try:
         work_dir.mkdir(parents=True, exist_ok=True)
         check_tools(flower_env(work_dir / "flwr-home"))
-        results = deploy_and_run(work_dir, args.supernodes, config, args.timeout, args.kill_supernode)
-    except (DeploymentError, ConfigError, DataError) as error:
+        results = deploy_and_run(
+            work_dir, args.supernodes, config, args.timeout, args.kill_supernode, node_folders, args.isolate_node_folders
+        )
+    except (DeploymentError, ConfigError, RunFailedError) as error:
         sys.exit(f"deployment failed: {error}")
     print((results.parent / "summary.md").read_text())
     print(f"results: {results} ({time.monotonic() - started:.0f} s in all)")

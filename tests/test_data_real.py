@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from warmfed_flwr.config import DATASETS, DataSettings, Settings
-from warmfed_flwr.data import DOMAIN_SET_LOADERS, DataError, domain_names, load_client_data, load_domain_set
+from warmfed_flwr.config import DATASETS, NODE_LOCAL, DataSettings, Settings
+from warmfed_flwr.data import DOMAIN_SET_LOADERS, DataError, domain_names, load_client_data, load_domain_set, num_clients
 from warmfed_flwr.data.domainnet import DOMAINS as DOMAINNET_DOMAINS
 from warmfed_flwr.data.domainnet import FEDBN_CLASSES
 from warmfed_flwr.data.huggingface import huggingface_domain_set
@@ -174,4 +174,9 @@ def test_huggingface_unknown_id_is_a_data_error(tmp_path: Path) -> None:
 
 
 def test_every_configurable_data_set_has_a_loader() -> None:
-    assert set(DOMAIN_SET_LOADERS) == set(DATASETS)
+    assert set(DOMAIN_SET_LOADERS) == set(DATASETS) - {NODE_LOCAL}  # node-local data is read on each SuperNode
+
+
+def test_node_local_data_cannot_be_loaded_or_counted_centrally() -> None:
+    with pytest.raises(DataError, match="node-local.*data-root.*Deploying on real SuperNodes"):
+        num_clients(Settings.from_run_config({"data.name": "node-local"}).data)

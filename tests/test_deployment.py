@@ -1,4 +1,5 @@
-"""scripts/deploy_local.py: a TLS SuperLink with SuperNode authentication on loopback, real SuperNodes, `flwr run`.
+"""scripts/deploy_local.py: a TLS SuperLink with SuperNode authentication on loopback, real SuperNodes, `flwr run`,
+and SuperNodes that each hold only their own image folder.
 
 The run test also kills one of the two SuperNodes after discovery: the same deployment shows that a
 run goes on without a dead SuperNode (one test instead of two, because each deployment costs a minute).
@@ -7,13 +8,18 @@ run goes on without a dead SuperNode (one test instead of two, because each depl
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import psutil
+import pytest
+from safetensors.numpy import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "deploy_local.py"
@@ -84,3 +90,37 @@ def test_supernode_with_an_unregistered_key_is_refused(tmp_path):
     assert "No SuperNode found with the given public key" in deployment.log_path("superlink").read_text()
     assert [(int(node["node-id"]), node["status"]) for node in nodes] == [(registered_id, "registered")]
     assert not psutil.pid_exists(superlink_pid) and deployment.processes == []
+
+
+NODE_CLASSES = (("0", "1", "2", "3", "4", "5"), ("3", "4", "5", "6", "7", "8"), ("0", "1", "2", "7", "8", "9"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="isolating SuperNodes in mount namespaces needs root")
+def test_supernodes_with_only_their_own_folders_complete_a_run(three_domain_folder, tmp_path):
+    """Three SuperNodes, each with its own folder of other classes, none able to see the others' folders."""
+    domains = sorted(p.name for p in three_domain_folder.iterdir())
+    folders = []
+    for k, (domain, classes) in enumerate(zip(domains, NODE_CLASSES)):
+        folder = tmp_path / "nodes" / f"hospital-{k}"
+        for name in classes:
+            shutil.copytree(three_domain_folder / domain / name, folder / name)
+        folders.append(folder)
+    work = tmp_path / "deploy"
+    returncode, output = _run_script(
+        ["--work-dir", str(work), "--node-folders", *map(str, folders), "--isolate-node-folders",
+         "--run-config", "method=\"warmfed\" rounds=1 min-clients=3"], timeout=600,
+    )
+    assert returncode == 0, output[-5000:]
+    for k, folder in enumerate(folders):
+        assert f"supernode-{k} sees its own folder {folder} and nothing of the 2 others" in output
+
+    results = json.loads((work / "run" / "results.json").read_text())
+    assert results["dataset"] == "node-local" and results["failures"] == []
+    assert results["class_names"] == [str(digit) for digit in range(10)]  # the union, in one order
+    assert [c["domain"] for c in results["clients"]] == [f.name for f in folders]
+    assert all(c["global_acc"] is not None and c["personal_acc"] is not None for c in results["clients"])
+    # each client's labels were mapped to the agreed list: its synthetic share has only its own classes
+    (pool_file,) = (work / "run" / "artifacts").glob("pool-*.safetensors")
+    pool = load_file(str(pool_file))
+    for k, classes in enumerate(NODE_CLASSES):
+        assert {str(label) for label in np.unique(pool[f"labels-{k}"])} == set(classes)

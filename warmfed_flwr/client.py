@@ -17,10 +17,12 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from warmfed_flwr import data
-from warmfed_flwr.config import DataSettings, Settings
+from warmfed_flwr.config import NODE_LOCAL, DataSettings, Settings
+from warmfed_flwr.data.errors import DataError
+from warmfed_flwr.data.node_local import DATA_ROOT_KEY, DOMAIN_KEY, HELP, node_client_data, read_node_folder
 from warmfed_flwr.data.types import ClientData
 from warmfed_flwr.dsd import train_personalized
-from warmfed_flwr.federation import RUN_CONFIG_KEY
+from warmfed_flwr.federation import AGREED_CLASSES_KEY, RUN_CONFIG_KEY
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import adapter_config
 from warmfed_flwr.models import build_classifier
@@ -32,7 +34,17 @@ Handler = Callable[[Message, Context], Message]
 
 def message_settings(msg: Message) -> Settings:
     """The run's settings as sent by the server with the message."""
-    return Settings.from_run_config(dict(msg.content.config_records[RUN_CONFIG_KEY]))
+    run_config = dict(msg.content.config_records[RUN_CONFIG_KEY])
+    run_config.pop(AGREED_CLASSES_KEY, None)
+    return Settings.from_run_config(run_config)
+
+
+def agreed_class_names(msg: Message) -> tuple[str, ...]:
+    """The class list the server agreed on at discovery (node-local runs send it with every later message)."""
+    names = msg.content.config_records[RUN_CONFIG_KEY].get(AGREED_CLASSES_KEY)
+    if names is None:
+        raise ValueError(f"message {msg.metadata.message_type!r} carries no agreed class names ('{AGREED_CLASSES_KEY}')")
+    return tuple(str(name) for name in names)
 
 
 def partition_id(context: Context) -> int:
@@ -46,17 +58,41 @@ def partition_id(context: Context) -> int:
         ) from err
 
 
+def node_data_root(context: Context) -> str:
+    """The SuperNode's own image folder (node config `data-root`) of a node-local run."""
+    root = str(context.node_config.get(DATA_ROOT_KEY, ""))
+    if not root:
+        raise DataError(f"data.name={NODE_LOCAL} but this SuperNode's node config has no '{DATA_ROOT_KEY}'; {HELP}")
+    return root
+
+
+def node_domain(context: Context) -> str:
+    """How results name a node-local client's data: node config `domain`, else node-<partition-id>."""
+    return str(context.node_config.get(DOMAIN_KEY, f"node-{partition_id(context)}"))
+
+
 @lru_cache(maxsize=1)
-def _client_data(settings: DataSettings, pid: int) -> ClientData:
+def _shared_client_data(settings: DataSettings, pid: int) -> ClientData:
     return data.load_client_data(settings, pid)
 
 
-def client_data(settings: Settings, context: Context) -> ClientData:
+@lru_cache(maxsize=1)
+def _node_client_data(root: str, settings: DataSettings, pid: int, domain: str, agreed: tuple[str, ...]) -> ClientData:
+    return node_client_data(root, settings, pid, domain, agreed)
+
+
+def client_data(settings: Settings, context: Context, msg: Message) -> ClientData:
     """This client's train/test split, decoded; a process keeps only the last client's it served.
 
-    In a simulation one worker serves many clients in turn, so it holds one share at a time.
+    Node-local runs read the SuperNode's own folder, with labels numbered by the class list agreed
+    at discovery; otherwise the client takes its partition of the run's data set. In a simulation
+    one worker serves many clients in turn, so it holds one share at a time.
     """
-    return _client_data(settings.data, partition_id(context))
+    if settings.data.name == NODE_LOCAL:
+        return _node_client_data(
+            node_data_root(context), settings.data, partition_id(context), node_domain(context), agreed_class_names(msg)
+        )
+    return _shared_client_data(settings.data, partition_id(context))
 
 
 def client_seed(settings: Settings, pid: int, salt: int) -> int:
@@ -71,18 +107,27 @@ def global_model(settings: Settings, num_classes: int, msg: Message) -> torch.nn
 
 
 def handle_info(msg: Message, context: Context) -> Message:
-    """Discovery: which partition and domain this client holds, and how the data is split."""
+    """Discovery: which partition and domain this client holds, how many images, of which classes.
+
+    A node-local client lists its folder (nothing decoded) and reports its own class names, from
+    which the server agrees on the federation's class list.
+    """
     settings = message_settings(msg)
-    cd = client_data(settings, context)
+    pid = partition_id(context)
+    if settings.data.name == NODE_LOCAL:
+        folder = read_node_folder(node_data_root(context), settings.data, pid)
+        domain, class_names, num_train, num_test = node_domain(context), folder.class_names, len(folder.train), len(folder.test)
+    else:
+        cd = _shared_client_data(settings.data, pid)
+        domain, class_names, num_train, num_test = cd.domain, cd.class_names, len(cd.train), len(cd.test)
     info = ConfigRecord(
         {
-            "partition-id": cd.partition_id,
+            "partition-id": pid,
             "num-partitions": int(context.node_config.get("num-partitions", -1)),
-            "expected-partitions": data.num_clients(settings.data),
-            "domain": cd.domain,
-            "num-train": len(cd.train),
-            "num-test": len(cd.test),
-            "class-names": list(cd.class_names),
+            "domain": domain,
+            "num-train": num_train,
+            "num-test": num_test,
+            "class-names": list(class_names),
         }
     )
     return Message(RecordDict({"info": info}), reply_to=msg)
@@ -91,7 +136,7 @@ def handle_info(msg: Message, context: Context) -> Message:
 def handle_lora(msg: Message, context: Context) -> Message:
     """Fit the LoRA adapter on this client's train split; reply with it, its settings and the label counts."""
     settings = message_settings(msg)
-    cd = client_data(settings, context)
+    cd = client_data(settings, context, msg)
     backbone = load_backbone(settings.lora)
     start = time.perf_counter()
     adapter = backbone.fit_lora(
@@ -121,7 +166,7 @@ def handle_lora(msg: Message, context: Context) -> Message:
 def handle_fit_round(msg: Message, context: Context) -> Message:
     """One FedAvg/FedProx/FedAdam round: train the received model on local data, send it back."""
     settings = message_settings(msg)
-    cd = client_data(settings, context)
+    cd = client_data(settings, context, msg)
     model = global_model(settings, len(cd.class_names), msg)
     config = msg.content.config_records.get("config", ConfigRecord())
     mu = float(config.get("proximal-mu", 0.0))
@@ -144,7 +189,7 @@ def handle_fit_round(msg: Message, context: Context) -> Message:
 def handle_local(msg: Message, context: Context) -> Message:
     """The `local` baseline: train the received initial model on local data alone; reply with it and its accuracy."""
     settings = message_settings(msg)
-    cd = client_data(settings, context)
+    cd = client_data(settings, context, msg)
     model = global_model(settings, len(cd.class_names), msg)
     device = pick_device()
     train_supervised(
@@ -164,7 +209,7 @@ def handle_local(msg: Message, context: Context) -> Message:
 def handle_dsd(msg: Message, context: Context) -> Message:
     """Personalize the received global model by DSD (mode from the message's config); reply with both accuracies."""
     settings = message_settings(msg)
-    cd = client_data(settings, context)
+    cd = client_data(settings, context, msg)
     teacher = global_model(settings, len(cd.class_names), msg)
     device = pick_device()
     config = msg.content.config_records.get("config", ConfigRecord())
@@ -189,7 +234,7 @@ def handle_dsd(msg: Message, context: Context) -> Message:
 def handle_evaluate(msg: Message, context: Context) -> Message:
     """Accuracy of the received global model on this client's test split."""
     settings = message_settings(msg)
-    cd = client_data(settings, context)
+    cd = client_data(settings, context, msg)
     model = global_model(settings, len(cd.class_names), msg)
     metrics = MetricRecord(
         {
@@ -203,7 +248,7 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
 def handle_cross_evaluate(msg: Message, context: Context) -> Message:
     """Accuracy on this client's test split of every model in the message (records named 'model-<pid>')."""
     settings = message_settings(msg)
-    cd = client_data(settings, context)
+    cd = client_data(settings, context, msg)
     device = pick_device()
     accuracies: dict[str, float] = {}
     for name, record in msg.content.array_records.items():

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 METHODS = ("warmfed", "fgl", "fedavg", "fedprox", "fedavg-ft", "local", "centralized")
-DATASETS = ("digits-domains", "imagefolder", "office-caltech10", "domainnet", "camelyon17", "huggingface")
+DATASETS = ("digits-domains", "imagefolder", "office-caltech10", "domainnet", "camelyon17", "huggingface", "node-local")
+NODE_LOCAL = "node-local"  # data.name of deployments where each SuperNode holds its own folder
 MODELS = ("cnn", "resnet18")
 PRETRAINED_CHOICES = ("auto", "none")
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt")

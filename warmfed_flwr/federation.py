@@ -23,6 +23,13 @@ from warmfed_flwr.results import RunRecorder
 from warmfed_flwr.transport import content_bytes
 
 RUN_CONFIG_KEY = "run-config"
+# In node-local runs the class list agreed at discovery travels inside the run-config record of every later message.
+AGREED_CLASSES_KEY = "agreed-class-names"
+
+
+def with_agreed_classes(run_config: Mapping[str, object], class_names: tuple[str, ...]) -> dict[str, object]:
+    """`run_config` plus the agreed class names, as the phases send it to node-local clients."""
+    return {**run_config, AGREED_CLASSES_KEY: list(class_names)}
 
 
 def run_config_record(run_config: Mapping[str, object]) -> ConfigRecord:
@@ -195,9 +202,18 @@ def send_phase(
 
 
 def _query_info(
-    grid: Grid, recorder: RunRecorder, node_ids: list[int], expected: int, run_config: Mapping[str, object], timeout: float
+    grid: Grid,
+    recorder: RunRecorder,
+    node_ids: list[int],
+    expected: int | None,
+    run_config: Mapping[str, object],
+    timeout: float,
 ) -> list[ClientInfo]:
-    """Ask `node_ids` which partition they hold; fail fast when a node was started for another split."""
+    """Ask `node_ids` which partition they hold; fail fast when a node was started for another split.
+
+    With `expected` None (node-local data: the server cannot count the clients) the nodes' own
+    `num-partitions` is the federation's size, and every node must give the same.
+    """
     replies = send_phase(
         grid, recorder, "discover", "query.info", {n: RecordDict() for n in node_ids}, run_config, timeout, 0
     )
@@ -213,20 +229,29 @@ def _query_info(
             num_test=int(rec["num-test"]),
             class_names=tuple(str(n) for n in rec["class-names"]),
         )
-        if info.num_partitions != expected:
+        if expected is None:
+            if info.num_partitions < 1:
+                raise FederationMismatchError(
+                    f"SuperNode {node_id} was started without num-partitions; with node-local data start every "
+                    "SuperNode with --node-config 'partition-id=K num-partitions=N data-root=\"/path\"'"
+                )
+        elif info.num_partitions != expected:
             raise FederationMismatchError(
                 f"SuperNode {node_id} was started with num-partitions={info.num_partitions} but the data is "
                 f"split into {expected} clients; run with --federation-config 'num-supernodes={expected}' "
                 f"(deployment: --node-config 'partition-id=K num-partitions={expected}')"
             )
         infos.append(info)
+    sizes = sorted({info.num_partitions for info in infos})
+    if expected is None and len(sizes) > 1:
+        raise FederationMismatchError(f"SuperNodes were started with different num-partitions: {sizes}")
     return infos
 
 
 def discover_clients(
     grid: Grid,
     recorder: RunRecorder,
-    expected: int,
+    expected: int | None,
     run_config: Mapping[str, object],
     timeout: float,
     min_clients: int,
@@ -236,8 +261,11 @@ def discover_clients(
 
     The first nodes are asked at once, so a federation sized for another split fails in seconds;
     then discovery waits up to `wait_seconds` for the rest and goes on with at least `min_clients`.
+    `expected` None: node-local data, the first nodes' `num-partitions` says how many to wait for.
     """
     infos = _query_info(grid, recorder, wait_for_nodes(grid, 1, wait_seconds), expected, run_config, timeout)
+    if expected is None:
+        expected = infos[0].num_partitions if infos else min_clients
     remaining = wait_for_nodes(grid, expected, wait_seconds)
     if len(remaining) > expected:
         raise FederationMismatchError(

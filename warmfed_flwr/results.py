@@ -46,6 +46,7 @@ class RunRecorder:
         self.rounds = rounds
         self.seed = seed
         self.dataset = dataset
+        self.class_names: tuple[str, ...] = ()  # the federation's classes, agreed at discovery
         self.clients: dict[int, ClientResult] = {}
         self.phases: list[dict[str, Any]] = []
         self.round_history: list[dict[str, Any]] = []
@@ -202,6 +203,7 @@ class RunRecorder:
             "rounds": self.rounds,
             "seed": self.seed,
             "dataset": self.dataset,
+            "class_names": list(self.class_names),
             "clients": [asdict(c) for c in sorted(self.clients.values(), key=lambda c: c.partition_id)],
             "averages": self.averages(),
             "domains": self.domain_averages(),

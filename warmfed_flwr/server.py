@@ -16,8 +16,14 @@ from flwr.serverapp.strategy import Strategy
 from warmfed_flwr import data
 from warmfed_flwr.baselines import run_centralized, run_federated, run_local
 from warmfed_flwr.checkpoint import Checkpoint, check_resumable
-from warmfed_flwr.config import Settings, merge_run_config
-from warmfed_flwr.federation import ClientInfo, FederationMismatchError, MeteredGrid, discover_clients
+from warmfed_flwr.config import NODE_LOCAL, ConfigError, Settings, merge_run_config
+from warmfed_flwr.federation import (
+    ClientInfo,
+    FederationMismatchError,
+    MeteredGrid,
+    discover_clients,
+    with_agreed_classes,
+)
 from warmfed_flwr.plots import save_accuracy_plot
 from warmfed_flwr.results import RunRecorder, write_json_atomic
 from warmfed_flwr.strategy import WarmFedStrategy
@@ -65,25 +71,29 @@ def run_experiment(
     recorder = RunRecorder(out_dir, settings.method, settings.rounds, settings.seed, settings.data.name)
     write_json_atomic(out_dir / "run_config.json", flat)
     log(INFO, "warmfed-flwr: method=%s rounds=%d seed=%d -> %s", settings.method, settings.rounds, settings.seed, out_dir)
+    node_local = settings.data.name == NODE_LOCAL
+    if node_local and settings.method == "centralized":
+        raise ConfigError("method=centralized pools the clients' images on the server: it cannot run on node-local data")
     metered = MeteredGrid(grid, recorder)
     try:
         with recorder.phase("discover"):
-            clients = discover_clients(
-                metered, recorder, data.num_clients(settings.data), flat, settings.timeout, settings.min_clients
-            )
+            expected = None if node_local else data.num_clients(settings.data)
+            clients = discover_clients(metered, recorder, expected, flat, settings.timeout, settings.min_clients)
         if checkpoint.results is not None:
             recorder.take_over(checkpoint.results)
-        class_names = agreed_class_names(clients)
+        class_names = agreed_class_names(clients, node_local)
+        recorder.class_names = class_names
         num_classes = len(class_names)
+        to_clients = with_agreed_classes(flat, class_names) if node_local else flat
         if settings.method in ("warmfed", "fgl"):
             WarmFedStrategy(
-                settings, flat, recorder, class_names, round_strategy, use_adapters=settings.method == "warmfed",
+                settings, to_clients, recorder, class_names, round_strategy, use_adapters=settings.method == "warmfed",
                 checkpoint=checkpoint,
             ).run(metered, clients)
         elif settings.method in ("fedavg", "fedprox", "fedavg-ft"):
-            run_federated(metered, recorder, clients, settings, flat, num_classes, checkpoint)
+            run_federated(metered, recorder, clients, settings, to_clients, num_classes, checkpoint)
         elif settings.method == "local":
-            run_local(metered, recorder, clients, settings, flat, num_classes)
+            run_local(metered, recorder, clients, settings, to_clients, num_classes)
         else:
             run_centralized(recorder, clients, settings, num_classes)
     finally:
@@ -97,9 +107,12 @@ def run_experiment(
     return recorder.to_dict()
 
 
-def agreed_class_names(clients: list[ClientInfo]) -> tuple[str, ...]:
-    """The class names every client reported at discovery; they must agree."""
+def agreed_class_names(clients: list[ClientInfo], node_local: bool = False) -> tuple[str, ...]:
+    """The federation's class list: what every client of a shared data set reported (they must agree), or for
+    node-local data, where each node has its own classes, the sorted union of theirs."""
     names = {tuple(c.class_names) for c in clients}
+    if node_local:
+        return tuple(sorted({name for client in clients for name in client.class_names}))
     if len(names) != 1:
         raise FederationMismatchError(f"clients disagree on the class names: {sorted(names)}")
     return names.pop()

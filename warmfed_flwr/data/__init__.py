@@ -16,7 +16,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from warmfed_flwr.config import DataSettings
+from warmfed_flwr.config import NODE_LOCAL, DataSettings
 from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.images import decode, warn_skipped
 from warmfed_flwr.data.seeding import derived_seed
@@ -58,6 +58,12 @@ def load_domain_set(settings: DataSettings) -> DomainSet:
 
     For data sets on disk the splits are file lists with labels: nothing is decoded here.
     """
+    if settings.name == NODE_LOCAL:
+        raise DataError(
+            "data.name=node-local: each SuperNode reads its own folder (its node config's data-root), so there is no "
+            "shared data set to load or count here; deploy on SuperNodes (README, 'Deploying on real SuperNodes'), "
+            "or simulate with a shared data set"
+        )
     target = DOMAIN_SET_LOADERS.get(settings.name)
     if target is None:
         raise DataError(f"data.name={settings.name!r} has no loader; available: {', '.join(DOMAIN_SET_LOADERS)}")
