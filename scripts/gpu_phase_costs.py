@@ -99,8 +99,10 @@ def random_split(count: int, classes: int, image_size: int) -> ImageSplit:
     return ImageSplit(images, torch.arange(count) % classes)
 
 
-def measure_diffusion(settings: Settings, sample_steps: int, small: bool, device: torch.device) -> dict[str, Measured]:
-    """LoRA steps and generated images at the preset's settings, on a fresh SD 1.5-sized pipeline."""
+def measure_diffusion(
+    settings: Settings, sample_steps: int, small: bool, device: torch.device, lora_only: bool = False
+) -> dict[str, Measured]:
+    """LoRA steps and (unless `lora_only`) generated images at the preset's settings, on a fresh SD 1.5-sized pipeline."""
     pipeline = build_tiny_pipeline(SMALL_RESOLUTION) if small else build_sd15_sized_pipeline(SD_RESOLUTION, device=device)
     backbone = StableDiffusionBackbone(pipeline)
     del pipeline
@@ -113,6 +115,9 @@ def measure_diffusion(settings: Settings, sample_steps: int, small: bool, device
 
     adapter = fit(2)  # the warm-up fit; its adapter serves the generation
     lora_cost = measure(device, sample_steps, lambda: fit(sample_steps))
+    if lora_only:
+        backbone.release()
+        return {"lora_step": lora_cost}
     labels = torch.arange(generate.batch_size) % len(class_names)
     warm_up = dataclasses.replace(generate, steps=2, batch_size=2)
     backbone.generate(labels[:2], class_names, adapter, warm_up, settings.data.image_size, SEED)
@@ -162,8 +167,10 @@ def projections(settings: Settings, costs: dict[str, Measured]) -> dict[str, flo
     }
 
 
-def measure_presets(paths: list[Path], sample_steps: int, classifier_images: int, small: bool) -> dict[str, Any]:
-    """Measure every preset's phases (shared settings once) and project them."""
+def measure_presets(
+    paths: list[Path], sample_steps: int, classifier_images: int, small: bool, lora_only: bool = False
+) -> dict[str, Any]:
+    """Measure every preset's phases (shared settings once) and project them (`lora_only`: the LoRA step alone)."""
     device = pick_device()
     diffusion_cache: dict[tuple[object, ...], dict[str, Measured]] = {}
     classifier_cache: dict[tuple[object, ...], dict[str, Measured]] = {}
@@ -173,7 +180,13 @@ def measure_presets(paths: list[Path], sample_steps: int, classifier_images: int
         lora, generate = settings.lora, settings.generate
         diffusion_key = (lora.targets, lora.rank, lora.batch_size, generate.batch_size, generate.steps, generate.guidance)
         if diffusion_key not in diffusion_cache:
-            diffusion_cache[diffusion_key] = measure_diffusion(settings, sample_steps, small, device)
+            diffusion_cache[diffusion_key] = measure_diffusion(settings, sample_steps, small, device, lora_only)
+        if lora_only:
+            costs = diffusion_cache[diffusion_key]
+            presets[path.name] = {"measured": {"lora_step": dataclasses.asdict(costs["lora_step"])},
+                                  "projected": {"lora_s_per_client": settings.lora.steps * costs["lora_step"].per_unit}}
+            print_preset(path.name, costs, presets[path.name]["projected"])
+            continue
         classifier_key = (settings.train.model, settings.train.batch_size, settings.data.image_size,
                           CLASSES[settings.data.name])
         if classifier_key not in classifier_cache:
@@ -210,6 +223,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lora-steps", type=int, default=30, help="LoRA steps to time per setting")
     parser.add_argument("--classifier-images", type=int, default=1024, help="random images per classifier epoch")
     parser.add_argument("--small", action="store_true", help="tiny pipeline (seconds, CPU is fine)")
+    parser.add_argument("--lora-only", action="store_true", help="time the LoRA step alone (e.g. on a CPU)")
     parser.add_argument("--out", type=Path, help="also write the measurements as JSON to this file")
     return parser.parse_args()
 
@@ -217,7 +231,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     """Measure the presets, print them and optionally write them as JSON."""
     args = parse_args()
-    result = measure_presets(args.presets, args.lora_steps, args.classifier_images, args.small)
+    result = measure_presets(args.presets, args.lora_steps, args.classifier_images, args.small, args.lora_only)
     print(f"device: {result['device']}; pipeline: {result['pipeline']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,8 @@ def test_run_completes_without_a_crashing_and_a_hanging_client(message_type, run
     personalized = {pid for pid, c in clients.items() if c["personal_acc"] is not None}
     assert personalized == ({0} if phase == "dsd" else {0, 1, 2})
     assert [r["round"] for r in results["round_history"]] == [1]
-    # keep-adapters=true: the adapters that passed, and only those, stay in the run directory
-    adapters = {int(p.stem.removeprefix("partition-")) for p in Path(tmp_path / "run" / "artifacts").glob("adapters-*/*")}
-    assert adapters == ({0} if phase == "lora" else {0, 1, 2})
+    # keep-adapters=true: the adapters that passed, and only those, stay in the run directory, in peft's format
+    kept = sorted((tmp_path / "run" / "adapters").glob("partition-*/pytorch_lora_weights.safetensors"))
+    assert {int(p.parent.name.removeprefix("partition-")) for p in kept} == ({0} if phase == "lora" else {0, 1, 2})
+    assert all((p.parent / "adapter_config.json").is_file() for p in kept)
+    assert not list((tmp_path / "run" / "artifacts").glob("adapters-*/*"))

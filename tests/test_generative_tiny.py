@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import gc
+import json
 import shutil
 from dataclasses import replace
 
@@ -10,10 +12,12 @@ import numpy as np
 import pytest
 import torch
 from diffusers import UNet2DModel
-from peft import get_peft_model_state_dict
+from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
+from safetensors.torch import load_file
 
 from warmfed_flwr.config import Settings
 from warmfed_flwr.generative import adapter_config, load_backbone, validate_adapter
+from warmfed_flwr.generative.export import export_adapter
 from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS, fold_lora_scaling
 from warmfed_flwr.generative.tiny import (
     SCHEDULER_CONFIG,
@@ -215,3 +219,21 @@ def test_v_prediction_loss_targets_the_velocity(backbone):
     velocity = backbone.scheduler.get_velocity(clean, noise, timesteps)
     torch.testing.assert_close(loss.detach(), torch.nn.functional.mse_loss(prediction, velocity))
     assert not torch.allclose(loss.detach(), torch.nn.functional.mse_loss(prediction, noise))
+
+
+def test_exported_adapter_loads_with_peft_as_the_readme_shows(backbone, settings, adapter, tmp_path):
+    """keep-adapters' export of a tiny adapter, loaded with peft alone, gives the model the server generates with."""
+    written = export_adapter("tiny", adapter, tmp_path / "partition-0")
+    assert written.name == "pytorch_lora_weights.safetensors"
+    unet = copy.deepcopy(backbone.unet)
+    config = json.loads((tmp_path / "partition-0" / "adapter_config.json").read_text())
+    unet = inject_adapter_in_model(LoraConfig(**config), unet)
+    result = set_peft_model_state_dict(unet, load_file(str(written)))
+    assert not result.unexpected_keys
+    sample, timestep, labels = torch.randn(2, 3, 8, 8), torch.tensor([500, 20]), torch.tensor([0, 2])
+    with torch.no_grad():
+        theirs = unet(sample, timestep, class_labels=labels).sample
+        ours = backbone._copy_with_merged_adapter(adapter)(sample, timestep, class_labels=labels).sample
+        base = backbone.unet(sample, timestep, class_labels=labels).sample
+    torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-4)
+    assert (theirs - base).abs().max() > 1e-4

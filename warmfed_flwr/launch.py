@@ -3,8 +3,9 @@
     python -m warmfed_flwr.launch [--preset conf/X.toml] [--run-config 'key=value ...'] [--output-dir DIR]
 
 Run it from the project folder (the one holding pyproject.toml), or pass --app-dir.
-The number of simulated SuperNodes is set to the number of clients the data is split into. The
-output directory is resolved to an absolute path before the run starts. `flwr run --stream`
+The number of simulated SuperNodes is set to the number of clients the data is split into, and on
+a machine with GPUs each client gets a GPU share computed from the GPUs and the backbone
+(warmfed_flwr/gpus.py; --gpus-per-client overrides it). The output directory is resolved to an absolute path before the run starts. `flwr run --stream`
 exits 0 even when the ServerApp fails, so success is judged by results.json and `flwr list`.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 from flwr.common.config import parse_config_args
 
 from warmfed_flwr.config import Settings, merge_run_config
+from warmfed_flwr.gpus import client_gpu_share, describe, visible_gpus
 from warmfed_flwr.presets import load_preset
 
 FLOWER_ENV = {
@@ -86,9 +88,28 @@ def count_clients(config: dict[str, object]) -> int:
     return int(child.stdout)
 
 
-def run_app(config: dict[str, object], app_dir: Path, cpus_per_client: int = 1, gpus_per_client: float = 0.0) -> Path:
-    """Run the app under `flwr run`; return the run directory, or exit non-zero if the run failed."""
+def gpus_per_client_for(settings: Settings) -> float:
+    """The GPU share of each simulated client on this machine (warmfed_flwr/gpus.py); the choice is printed."""
+    gpus = visible_gpus()
+    share = client_gpu_share(settings.lora.backbone, gpus)
+    if share:
+        print(f"[launch] {describe(gpus)}: {share:g} GPU per client for the {settings.lora.backbone} backbone "
+              f"({round(1 / share)} clients per GPU; --gpus-per-client overrides)", flush=True)
+    else:
+        print("[launch] no GPU visible (nvidia-smi): clients run on the CPU", flush=True)
+    return share
+
+
+def run_app(
+    config: dict[str, object], app_dir: Path, cpus_per_client: int = 1, gpus_per_client: float | None = None
+) -> Path:
+    """Run the app under `flwr run`; return the run directory, or exit non-zero if the run failed.
+
+    `gpus_per_client` None: a share computed from this machine's GPUs and the backbone.
+    """
     settings = Settings.from_run_config(config)
+    if gpus_per_client is None:
+        gpus_per_client = gpus_per_client_for(settings)
     out_dir = Path(settings.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config_file = out_dir / "requested_run_config.toml"
@@ -125,7 +146,8 @@ def main() -> None:
     parser.add_argument("--app-dir", default=".", help="the project folder holding pyproject.toml (default: .)")
     parser.add_argument("--cpus-per-client", type=int, default=1, help="Ray CPUs per simulated client (integer)")
     parser.add_argument(
-        "--gpus-per-client", type=float, default=0.0, help="GPU share per client, e.g. 0.25 for 4 clients per GPU"
+        "--gpus-per-client", type=float,
+        help="GPU share per client, e.g. 0.25 for 4 clients per GPU (default: from the visible GPUs and the backbone)",
     )
     args = parser.parse_args()
     try:
