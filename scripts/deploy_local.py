@@ -2,7 +2,7 @@
 
     python scripts/deploy_local.py --supernodes N --work-dir DIR
         [--preset conf/smoke.toml] [--run-config 'method="fedavg"'] [--output-dir DIR/run] [--timeout 600]
-        [--kill-supernode K]
+        [--kill-supernode K | --restart-supernode K]
     python scripts/deploy_local.py --node-folders DIR0 DIR1 DIR2 [--isolate-node-folders] --work-dir DIR ...
 
 In DIR (which must be empty or new) it
@@ -25,7 +25,9 @@ In DIR (which must be empty or new) it
    finished:completed and that results.json was written.
    With --kill-supernode K (a fault test) it SIGKILLs SuperNode K and the processes it started as soon
    as the run has finished discovery, as if that machine died; with min-clients=1 the run must still
-   complete, and results.json records the SuperNode as unavailable.
+   complete, and results.json records the SuperNode as unavailable. With --restart-supernode K it
+   kills SuperNode K the same way, waits until the SuperLink reports it offline, and starts it
+   again with the same key (so the same node id): the run asks its client again (`retries`).
 Every process it started is stopped by PID when it ends: on success, on failure, on Ctrl-C and on
 SIGTERM. Logs: DIR/logs/. The number of SuperNodes must equal the number of clients the data is split
 into (4 for the embedded digits; a folder of 2 domains with data.name="imagefolder" gives 2).
@@ -132,6 +134,7 @@ class Deployment:
         self.logs.mkdir(parents=True, exist_ok=True)
         self.cli_env = flower_env(work_dir / "flwr-home")
         self.processes: list[tuple[str, subprocess.Popen, IO[str]]] = []
+        self.killed: set[str] = set()  # killed on purpose (fault tests): their exit is no failure
         self.ports: set[int] = set()
         self.superlink_port = 0
 
@@ -275,6 +278,7 @@ class Deployment:
                 pass
         psutil.wait_procs(victims, timeout=10)
         process.wait(timeout=10)
+        self.killed.add(name)
         print(f"killed {name} (pid {process.pid}) and the {max(len(victims) - 1, 0)} processes it started", flush=True)
 
     def wait_online(self, node_ids: list[int], wait_seconds: float = 60.0) -> None:
@@ -282,7 +286,7 @@ class Deployment:
         deadline = time.monotonic() + wait_seconds
         while True:
             for name, process, _ in self.processes:
-                if process.poll() is not None:
+                if process.poll() is not None and name not in self.killed:
                     raise DeploymentError(f"{name} exited with {process.returncode}:\n{self._log_tail(name)}")
             online = {int(node["node-id"]) for node in self.nodes() if node["status"] == "online"}
             if online >= set(node_ids):
@@ -290,6 +294,15 @@ class Deployment:
             if time.monotonic() > deadline:
                 raise DeploymentError(f"SuperNodes {sorted(set(node_ids) - online)} not online after {wait_seconds:.0f} s")
             time.sleep(1.0)
+
+    def wait_offline(self, node_id: int, wait_seconds: float = 180.0) -> None:
+        """Wait until the SuperLink no longer lists `node_id` as online (it missed its heartbeats)."""
+        deadline = time.monotonic() + wait_seconds
+        while any(int(node["node-id"]) == node_id and node["status"] == "online" for node in self.nodes()):
+            if time.monotonic() > deadline:
+                raise DeploymentError(f"node {node_id} still online {wait_seconds:.0f} s after its SuperNode was killed")
+            time.sleep(2.0)
+        print(f"the SuperLink reports node {node_id} offline", flush=True)
 
     def stop(self, grace_seconds: float = 10.0) -> None:
         """Stop every started process by PID, with the helpers each spawned (flower-superexec, ServerApp and
@@ -357,6 +370,7 @@ def deploy_and_run(
     config: dict[str, object],
     timeout: float,
     kill_supernode: int | None = None,
+    restart: bool = False,
     node_folders: list[Path] | None = None,
     isolate: bool = False,
 ) -> Path:
@@ -398,6 +412,13 @@ def deploy_and_run(
             if kill_supernode is not None:
                 wait_for_phase(results, "discover", run, deadline)
                 deployment.kill(f"supernode-{kill_supernode}")
+                if restart:
+                    deployment.wait_offline(node_ids[kill_supernode])
+                    own = node_folders[kill_supernode] if node_folders else None
+                    deployment.start_supernode(f"supernode-{kill_supernode}-restarted", keys[kill_supernode],
+                                               kill_supernode, supernodes, own)
+                    deployment.wait_online([node_ids[kill_supernode]])
+                    print(f"restarted supernode-{kill_supernode} as node {node_ids[kill_supernode]}", flush=True)
             returncode = run.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired as error:
             raise DeploymentError(f"flwr run did not finish within {timeout:.0f} s; logs in {deployment.logs}") from error
@@ -432,6 +453,8 @@ def main() -> None:
     parser.add_argument("--run-config", default='method="fedavg"', help="key=value overrides of the preset")
     parser.add_argument("--output-dir", type=Path, help="run directory (default WORK_DIR/run)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds for `flwr run`")
+    parser.add_argument("--restart-supernode", type=int, metavar="K",
+                        help="fault test: kill SuperNode K after discovery, start it again once it is reported offline")
     parser.add_argument("--kill-supernode", type=int, metavar="K",
                         help="fault test: SIGKILL SuperNode K (with its processes) once the run finished discovery")
     args = parser.parse_args()
@@ -452,8 +475,11 @@ def main() -> None:
         parser.error("give --supernodes N or --node-folders DIR ...")
     if args.supernodes < 1:
         parser.error("--supernodes must be at least 1")
-    if args.kill_supernode is not None and not 0 <= args.kill_supernode < args.supernodes:
-        parser.error(f"--kill-supernode must be between 0 and {args.supernodes - 1}")
+    if args.kill_supernode is not None and args.restart_supernode is not None:
+        parser.error("give --kill-supernode or --restart-supernode, not both")
+    victim = args.kill_supernode if args.restart_supernode is None else args.restart_supernode
+    if victim is not None and not 0 <= victim < args.supernodes:
+        parser.error(f"--kill-supernode / --restart-supernode must be between 0 and {args.supernodes - 1}")
     work_dir = args.work_dir.expanduser().resolve()
     if work_dir.exists() and any(work_dir.iterdir()):
         parser.error(f"--work-dir {work_dir} is not empty")
@@ -474,7 +500,8 @@ def main() -> None:
         work_dir.mkdir(parents=True, exist_ok=True)
         check_tools(flower_env(work_dir / "flwr-home"))
         results = deploy_and_run(
-            work_dir, args.supernodes, config, args.timeout, args.kill_supernode, node_folders, args.isolate_node_folders
+            work_dir, args.supernodes, config, args.timeout, victim, args.restart_supernode is not None, node_folders,
+            args.isolate_node_folders
         )
     except (DeploymentError, ConfigError, RunFailedError) as error:
         sys.exit(f"deployment failed: {error}")

@@ -124,3 +124,18 @@ def test_supernodes_with_only_their_own_folders_complete_a_run(three_domain_fold
     pool = load_file(str(pool_file))
     for k, classes in enumerate(NODE_CLASSES):
         assert {str(label) for label in np.unique(pool[f"labels-{k}"])} == set(classes)
+
+
+def test_a_restarted_supernode_rejoins_and_its_client_is_asked_again(two_domain_folder, tmp_path):
+    work = tmp_path / "deploy"
+    overrides = f'method="fedavg" rounds=2 min-clients=2 data.name="imagefolder" data.root="{two_domain_folder}"'
+    returncode, output = _run_script(["--supernodes", "2", "--work-dir", str(work), "--run-config", overrides,
+                                      "--restart-supernode", "1"], timeout=600)
+    assert returncode == 0, output[-5000:]
+    assert re.search(r"^restarted supernode-1 as node \d+", output, flags=re.MULTILINE)
+    results = json.loads((work / "run" / "results.json").read_text())
+    assert results["failures"] == []  # both clients in both rounds, although one SuperNode died mid-run
+    assert [(r["partition_id"], r["attempt"]) for r in results["retries"]] == [(1, 1)]
+    assert results["retries"][0]["reason"].startswith("SuperNode unavailable")
+    assert [r["round"] for r in results["round_history"]] == [1, 2]
+    assert all(len(r["global_acc"]) == 2 for r in results["round_history"])

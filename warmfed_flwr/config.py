@@ -24,7 +24,7 @@ DSD_MODES = ("confidence", "constant", "none")
 
 # Where the server writes and what it keeps or records on the way, not the run's own numbers: never sent
 # to clients, and free to differ between a run and the run it resumes.
-SERVER_ONLY_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters", "snapshot-rounds")
+SERVER_ONLY_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters", "snapshot-rounds", "retries")
 # The methods that can record snapshots, and their earliest snapshot round (0: after the warm start).
 SNAPSHOT_FIRST_ROUND = {"warmfed": 0, "fgl": 0, "fedavg": 1, "fedprox": 1, "fedavg-ft": 1}
 
@@ -34,6 +34,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "seed": 0,
     "min-clients": 2,
     "timeout": 900.0,
+    "retries": 2,
     "output-dir": "",
     "cache-dir": "",
     "resume": "",
@@ -231,6 +232,7 @@ class Settings:
     seed: int
     min_clients: int
     timeout: float
+    retries: int
     output_dir: str
     cache_dir: str
     resume: str
@@ -258,6 +260,7 @@ class Settings:
             seed=r.at_least("seed", 0),
             min_clients=r.at_least("min-clients", 1),
             timeout=r.positive("timeout"),
+            retries=r.between("retries", 0, 100),
             output_dir=flat["output-dir"],
             cache_dir=flat["cache-dir"],
             resume=flat["resume"],

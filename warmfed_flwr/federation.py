@@ -1,7 +1,10 @@
-"""Talking to the clients: a byte-counting Grid, client discovery, and one-shot phase messages.
+"""Talking to the clients: a byte-counting, retrying Grid, client discovery, and one-shot phase messages.
 
-Every reply that is missing (none within `timeout`) or carries an error (the ClientApp raised, or
-the SuperLink reports the SuperNode offline once it missed its heartbeats) is recorded as a failure
+A reply lost to the infrastructure (the Ray worker running the client died, the SuperNode went
+offline, a message or reply went missing) is not the client's fault: the Grid asks the client again
+with the same message, up to `retries` times, waiting for an offline SuperNode to come back first,
+and records each retry. What is left, a reply that is missing (none within `timeout`) or carries an
+error (the ClientApp raised, or the infrastructure failed every attempt), is recorded as a failure
 of that client in that phase; the phase goes on with the others while at least `min-clients`
 answered, otherwise it raises `TooFewClientsError`.
 """
@@ -51,17 +54,40 @@ class FederationMismatchError(RuntimeError):
     """The SuperNodes do not match the number of clients the data is split into."""
 
 
+# Error codes of replies the infrastructure produced, not the ClientApp: such a client is asked again.
+INFRASTRUCTURE_ERRORS = {
+    ErrorCode.UNKNOWN: "worker failed",  # simulation: e.g. the Ray worker running the client died
+    ErrorCode.MESSAGE_UNAVAILABLE: "message unavailable",
+    ErrorCode.REPLY_MESSAGE_UNAVAILABLE: "reply unavailable",
+    ErrorCode.NODE_UNAVAILABLE: "SuperNode unavailable",
+    ErrorCode.CLIENT_APP_CRASHED: "ClientApp process crashed",
+}
+
+
+def infrastructure_fault(reply: Message) -> str | None:
+    """What went wrong, when `reply` is an error the infrastructure produced; None for good replies and app errors."""
+    if not reply.has_error() or reply.error.code not in INFRASTRUCTURE_ERRORS:
+        return None
+    return f"{INFRASTRUCTURE_ERRORS[reply.error.code]}: {reply.error.reason[:200]}"
+
+
 class MeteredGrid(Grid):
-    """A Grid that adds the payload bytes of every training message to its client's bytes_down / bytes_up.
+    """A Grid that meters training bytes per client and asks clients lost to infrastructure faults again.
 
     Only `train.*` messages count (LoRA upload, rounds, DSD, local training): discovery and
     evaluation messages exist to measure the run and would otherwise make a method's cost depend
-    on how often it is evaluated.
+    on how often it is evaluated. A message sent again counts again.
+
+    `send_and_receive` (what every phase and Flower's strategies use) resends a message whose reply
+    is an infrastructure error (`INFRASTRUCTURE_ERRORS`), unchanged, up to `retries` times; an
+    offline SuperNode is first given up to the call's timeout to come back online. Each retry is
+    recorded (`RunRecorder.add_retry`); the caller sees only the last attempt's reply.
     """
 
-    def __init__(self, grid: Grid, recorder: RunRecorder) -> None:
+    def __init__(self, grid: Grid, recorder: RunRecorder, retries: int = 0) -> None:
         self._grid = grid
         self._recorder = recorder
+        self._retries = retries
 
     def set_run(self, run):  # type: ignore[no-untyped-def]  # signature fixed by Grid
         self._grid.set_run(run)
@@ -90,8 +116,53 @@ class MeteredGrid(Grid):
         messages = list(messages)
         self._count_down(messages)
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        first_id = {msg.metadata.message_id: msg.metadata.message_id for msg in messages}  # attempt -> caller's id
+        for attempt in range(1, self._retries + 1):
+            last_sent = {msg.metadata.message_id: msg for msg in messages}
+            retried: list[tuple[Message, Message]] = []  # (lost reply, the message sent again)
+            for reply in replies:
+                original = last_sent.get(reply.metadata.reply_to_message_id)
+                fault = infrastructure_fault(reply)
+                if original is not None and fault is not None:
+                    again = self._again(original, fault, attempt, timeout)
+                    if again is not None:
+                        retried.append((reply, again))
+            if not retried:
+                break
+            messages = [again for _, again in retried]
+            self._count_down(messages)
+            answered_again = {id(reply) for reply, _ in retried}
+            replies = [reply for reply in replies if id(reply) not in answered_again]
+            replies += list(self._grid.send_and_receive(messages, timeout=timeout))
+            first_id |= {again.metadata.message_id: first_id[lost.metadata.reply_to_message_id] for lost, again in retried}
+        for reply in replies:  # each reply answers the caller's message, whichever attempt it came from
+            answers(reply, first_id.get(reply.metadata.reply_to_message_id, reply.metadata.reply_to_message_id))
         self._count_up(replies)
         return replies
+
+    def _again(self, original: Message, fault: str, attempt: int, timeout: float | None) -> Message | None:
+        """A copy of `original` to send once more, recorded as a retry; None if its SuperNode stays offline."""
+        node_id = original.metadata.dst_node_id
+        if fault.startswith(INFRASTRUCTURE_ERRORS[ErrorCode.NODE_UNAVAILABLE]) and not self._wait_online(node_id, timeout):
+            log(WARNING, "[retry] node %d did not come back online; not asked again", node_id)
+            return None
+        self._recorder.add_retry(node_id, original.metadata.message_type, attempt, fault)
+        client = self._recorder.client_of_node(node_id)
+        who = f"partition {client.partition_id}" if client is not None else f"node {node_id}"
+        log(WARNING, "[retry] %s lost to the infrastructure (%s); asking again (%d of %d)",
+            who, fault.split(":")[0], attempt, self._retries)
+        metadata = original.metadata
+        return Message(content=original.content, dst_node_id=node_id, message_type=metadata.message_type,
+                       group_id=metadata.group_id, ttl=metadata.ttl)
+
+    def _wait_online(self, node_id: int, timeout: float | None, poll_seconds: float = 1.0) -> bool:
+        """True once `node_id` is connected again, False after `timeout` seconds (default 300)."""
+        deadline = time.monotonic() + (timeout if timeout is not None else 300.0)
+        while node_id not in set(self._grid.get_node_ids()):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_seconds)
+        return True
 
     def _count_down(self, messages: list[Message]) -> None:
         for msg in messages:
@@ -104,6 +175,14 @@ class MeteredGrid(Grid):
             client = self._recorder.client_of_node(reply.metadata.src_node_id)
             if client is not None and is_training(reply) and not reply.has_error():
                 client.bytes_up += content_bytes(reply.content)
+
+
+def answers(reply: Message, message_id: str) -> None:
+    """Make `reply` answer message `message_id` (a retried message's reply answers the caller's first one).
+
+    Flower's own Grid sets the field the same way: Metadata has no setter for it.
+    """
+    reply.metadata.__dict__["_reply_to_message_id"] = message_id
 
 
 def is_training(msg: Message) -> bool:

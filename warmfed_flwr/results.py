@@ -51,6 +51,8 @@ class RunRecorder:
         self.phases: list[dict[str, Any]] = []
         self.round_history: list[dict[str, Any]] = []
         self.failures: list[dict[str, Any]] = []
+        self.retries: list[dict[str, Any]] = []
+        self.current_phase = ""  # the phase being timed by `phase()`, for records made on the way
         self.snapshots: list[dict[str, Any]] = []
         self.snapshot_seconds = 0.0  # spent taking snapshots (warmfed_flwr/snapshots.py), not on the run itself
         self._node_to_partition: dict[int, int] = {}
@@ -78,6 +80,20 @@ class RunRecorder:
                 "partition_id": None if client is None else client.partition_id,
                 "domain": None if client is None else client.domain,
                 "node_id": node_id,
+                "reason": reason,
+            }
+        )
+
+    def add_retry(self, node_id: int, message_type: str, attempt: int, reason: str) -> None:
+        """Record that a client's message is sent again after an infrastructure fault (in the current phase)."""
+        client = self.client_of_node(node_id)
+        self.retries.append(
+            {
+                "phase": self.current_phase,
+                "message_type": message_type,
+                "partition_id": None if client is None else client.partition_id,
+                "node_id": node_id,
+                "attempt": attempt,
                 "reason": reason,
             }
         )
@@ -144,10 +160,12 @@ class RunRecorder:
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Time a phase and write results.json when it ends (also when it fails)."""
-        start = time.perf_counter()
+        start, outer = time.perf_counter(), self.current_phase
+        self.current_phase = name
         try:
             yield
         finally:
+            self.current_phase = outer
             self.phases.append({"name": name, "seconds": round(time.perf_counter() - start, 3)})
             self.write()
 
@@ -170,6 +188,7 @@ class RunRecorder:
         self.phases += [{**p, "resumed": True} for p in results["phases"] if p["name"] != "discover"]
         self.round_history = list(results["round_history"])
         self.failures += [f for f in results["failures"] if f["phase"] != "discover"]
+        self.retries += [r for r in results.get("retries", []) if r["phase"] != "discover"]  # older runs: none
         self.snapshots = list(results.get("snapshots", []))  # checkpoints older than snapshots have none
         self.write()
 
@@ -210,6 +229,7 @@ class RunRecorder:
             "phases": self.phases,
             "round_history": self.round_history,
             "failures": self.failures,
+            "retries": self.retries,
             "snapshots": self.snapshots,
             "seconds_total": round(sum(p["seconds"] for p in self.phases), 3),
             "cached_seconds": self.cached_seconds(),

@@ -14,7 +14,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
-from warmfed_flwr import data
+from warmfed_flwr import data, ray_workers
 from warmfed_flwr.baselines import run_centralized, run_federated, run_local
 from warmfed_flwr.checkpoint import Checkpoint, check_resumable
 from warmfed_flwr.config import NODE_LOCAL, ConfigError, Settings, merge_run_config
@@ -97,7 +97,8 @@ def run_experiment(
     node_local = settings.data.name == NODE_LOCAL
     if node_local and settings.method == "centralized":
         raise ConfigError("method=centralized pools the clients' images on the server: it cannot run on node-local data")
-    metered = MeteredGrid(grid, recorder)
+    ray_workers.install()
+    metered = MeteredGrid(grid, recorder, settings.retries)
     try:
         with recorder.phase("discover"):
             expected = None if node_local else data.num_clients(settings.data)
