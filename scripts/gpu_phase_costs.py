@@ -154,7 +154,7 @@ def measure_classifier(settings: Settings, count: int, device: torch.device) -> 
 
 def projections(settings: Settings, costs: dict[str, Measured]) -> dict[str, float]:
     """Each phase's seconds at the preset's counts (client phases per 1,000 training images)."""
-    clients = DOMAINS[settings.data.name] * settings.data.clients_per_domain
+    clients = DOMAINS[settings.data.name] * (settings.data.clients_per_domain or 1)  # "auto": one per domain
     pool = settings.generate.images_per_client * clients
     return {
         "lora_s_per_client": settings.lora.steps * costs["lora_step"].per_unit,

@@ -43,8 +43,10 @@ def main() -> None:
     settings = Settings.from_run_config(json.loads((args.run / "run_config.json").read_text()))
     class_names: tuple[str, ...] = ()
     rows: list[tuple[str, ImageSplit]] = []
+    results = json.loads((args.run / "results.json").read_text())
+    partitions = max(c["partition_id"] for c in results["clients"]) + 1  # the run's federation size ("auto" splits)
     for pid, share in spread(sorted(synthetic_shares(args.run).items())):
-        client = data.load_client_data(settings.data, pid)
+        client = data.load_client_data(settings.data, pid, partitions)
         class_names = client.class_names
         rows.append((f"synthetic {pid}\n{client.domain}", share))
         rows.append((f"real {pid}\n{client.domain}", client.train))

@@ -16,6 +16,8 @@ from safetensors.numpy import load_file
 from warmfed_flwr.checkpoint import ARTIFACTS_DIR
 from warmfed_flwr.federation import FederationMismatchError, TooFewClientsError
 from warmfed_flwr.client import HANDLERS, build_client_app, handle_lora, partition_id
+from warmfed_flwr.launch import last_run_status, toml_value
+from warmfed_flwr.presets import load_preset
 from warmfed_flwr.transport import arrays_to_record, record_to_arrays
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,3 +122,18 @@ def test_flwr_run_cli_completes_and_writes_results(tmp_path, flwr_cli_env):
 def test_federation_sized_for_another_split_fails_fast(run_in_process):
     with pytest.raises(FederationMismatchError, match="num-supernodes=4"):
         run_in_process({"method": "fedavg"}, num_supernodes=2)
+
+
+def test_plain_flwr_run_on_the_default_federation_splits_the_data_over_its_supernodes(tmp_path, flwr_cli_env):
+    """`flwr run .` as a Flower user types it: Flower's default local federation has 2 SuperNodes, so with
+    data.clients-per-domain="auto" each holds two of the four digit domains."""
+    out = tmp_path / "plain-run"
+    config = tmp_path / "run.toml"
+    config.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in
+                              {**load_preset(ROOT / "conf" / "smoke.toml"), "output-dir": str(out)}.items()))
+    subprocess.run(["flwr", "run", str(ROOT), "--stream", "--run-config", str(config)],
+                   env=flwr_cli_env, cwd=ROOT, check=True, timeout=600)
+    assert last_run_status(flwr_cli_env, ROOT) == "finished:completed"
+    results = json.loads((out / "results.json").read_text())
+    assert [c["domain"] for c in results["clients"]] == ["clean+inverted", "textured+thick"]
+    assert results["failures"] == [] and all(c["personal_acc"] is not None for c in results["clients"])

@@ -156,7 +156,7 @@ def test_counting_and_partitioning_clients_open_no_image(tree: Path, monkeypatch
     ).data
     assert num_clients(settings) == 4
     assert domain_names(settings) == ("photo", "sketch")
-    shards = data_package._domain_shards(settings, 1)
+    shards = data_package._domain_shards(settings, 1, 2)
     assert sum(len(train) for train, _ in shards) == len(load_domain_set(settings).domains[1].train)
 
 
@@ -175,7 +175,7 @@ def test_a_client_decodes_only_its_own_share(tree: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(images_module, "read_image", counting_read_image)
     client = load_client_data(settings, 1)
     domain = load_domain_set(settings).domains[0]
-    train_positions, test_positions = data_package._domain_shards(settings, 0)[1]
+    train_positions, test_positions = data_package._domain_shards(settings, 0, 2)[1]
     own = {str(domain.train.sources[i]) for i in train_positions} | {str(domain.test.sources[i]) for i in test_positions}
     assert set(opened) == own and len(opened) == len(own)
     assert len(own) < len(domain.train) + len(domain.test)

@@ -7,7 +7,7 @@ import pytest
 
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data import DataError, load_all_clients, load_client_data, load_domain_set, num_clients
-from warmfed_flwr.data.partition import domain_and_shard, shard_indices, shard_train_test
+from warmfed_flwr.data.partition import client_slots, shard_indices, shard_train_test
 
 LABELS = np.repeat(np.arange(10), 30)  # 300 images, 30 per class
 
@@ -22,12 +22,16 @@ def assert_disjoint_cover(shards: list[np.ndarray], size: int) -> None:
     assert np.array_equal(np.sort(joined), np.arange(size))
 
 
-def test_domain_and_shard_numbers_clients_domain_by_domain() -> None:
-    assert domain_and_shard(0, 1) == (0, 0)
-    assert domain_and_shard(3, 1) == (3, 0)
-    assert domain_and_shard(14, 15) == (0, 14)
-    assert domain_and_shard(15, 15) == (1, 0)
-    assert domain_and_shard(59, 15) == (3, 14)
+def test_client_slots_number_clients_domain_by_domain() -> None:
+    one_each = client_slots(4, 4)
+    assert [(s.domains, s.shard, s.shards) for s in one_each] == [((d,), 0, 1) for d in range(4)]
+    sixty = client_slots(4, 60)
+    assert (sixty[14].domains, sixty[14].shard, sixty[15].domains, sixty[15].shard) == ((0,), 14, (1,), 0)
+    uneven = client_slots(4, 6)  # domains shared out as evenly as possible: 2, 2, 1, 1
+    assert [(s.domains[0], s.shard, s.shards) for s in uneven] == [(0, 0, 2), (0, 1, 2), (1, 0, 2), (1, 1, 2),
+                                                                  (2, 0, 1), (3, 0, 1)]
+    assert [s.domains for s in client_slots(4, 2)] == [(0, 1), (2, 3)]  # fewer clients than domains
+    assert [s.domains for s in client_slots(4, 3)] == [(0,), (1,), (2, 3)]
 
 
 def test_iid_shards_are_equal_disjoint_and_deterministic() -> None:

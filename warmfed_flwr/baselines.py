@@ -88,7 +88,9 @@ def run_local(
 def run_centralized(recorder: RunRecorder, clients: list[ClientInfo], settings: Settings, num_classes: int) -> None:
     """Reference, not FL: one model trained on every client's real train data pooled on the server."""
     device = pick_device()
-    client_data = {c.partition_id: data.load_client_data(settings.data, c.partition_id) for c in clients}
+    client_data = {
+        c.partition_id: data.load_client_data(settings.data, c.partition_id, c.num_partitions) for c in clients
+    }
     pooled = ImageSplit(
         torch.cat([cd.train.images for cd in client_data.values()]),
         torch.cat([cd.train.labels for cd in client_data.values()]),

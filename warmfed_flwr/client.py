@@ -71,9 +71,14 @@ def node_domain(context: Context) -> str:
     return str(context.node_config.get(DOMAIN_KEY, f"node-{partition_id(context)}"))
 
 
+def num_partitions(context: Context) -> int | None:
+    """The federation's size this SuperNode was started with (node config `num-partitions`), if given."""
+    return int(context.node_config.get("num-partitions", 0)) or None
+
+
 @lru_cache(maxsize=1)
-def _shared_client_data(settings: DataSettings, pid: int) -> ClientData:
-    return data.load_client_data(settings, pid)
+def _shared_client_data(settings: DataSettings, pid: int, partitions: int | None) -> ClientData:
+    return data.load_client_data(settings, pid, partitions)
 
 
 @lru_cache(maxsize=1)
@@ -92,7 +97,7 @@ def client_data(settings: Settings, context: Context, msg: Message) -> ClientDat
         return _node_client_data(
             node_data_root(context), settings.data, partition_id(context), node_domain(context), agreed_class_names(msg)
         )
-    return _shared_client_data(settings.data, partition_id(context))
+    return _shared_client_data(settings.data, partition_id(context), num_partitions(context))
 
 
 def client_seed(settings: Settings, pid: int, salt: int) -> int:
@@ -118,7 +123,7 @@ def handle_info(msg: Message, context: Context) -> Message:
         folder = read_node_folder(node_data_root(context), settings.data, pid)
         domain, class_names, num_train, num_test = node_domain(context), folder.class_names, len(folder.train), len(folder.test)
     else:
-        cd = _shared_client_data(settings.data, pid)
+        cd = _shared_client_data(settings.data, pid, num_partitions(context))
         domain, class_names, num_train, num_test = cd.domain, cd.class_names, len(cd.train), len(cd.test)
     info = ConfigRecord(
         {

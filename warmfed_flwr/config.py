@@ -43,7 +43,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "data.name": "digits-domains",
     "data.root": "",
     "data.image-size": 16,
-    "data.clients-per-domain": 1,
+    "data.clients-per-domain": "auto",
     "data.partitioning": "iid",
     "data.dirichlet-alpha": 0.5,
     "data.test-fraction": 0.25,
@@ -88,9 +88,20 @@ class ConfigError(ValueError):
     """A run-config value is unknown, of the wrong type or out of range."""
 
 
+AUTO = "auto"
+# Keys that take "auto" or a whole number.
+AUTO_OR_INT_KEYS = ("data.clients-per-domain",)
+
+
 def _typed(key: str, value: Any) -> Any:
     """Coerce `value` to the type of the key's default, or raise a ConfigError naming the key."""
     default = DEFAULTS[key]
+    if key in AUTO_OR_INT_KEYS:
+        if value == AUTO:
+            return AUTO
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"config key '{key}': expected \"auto\" or a whole number, got {value!r}")
+        return int(value)
     if isinstance(default, bool):
         if isinstance(value, bool):
             return value
@@ -160,7 +171,7 @@ class DataSettings:
     name: str
     root: str
     image_size: int
-    clients_per_domain: int
+    clients_per_domain: int | None  # None: "auto", as many clients as the federation has SuperNodes
     partitioning: str
     dirichlet_alpha: float
     test_fraction: float
@@ -272,7 +283,9 @@ class Settings:
                 name=r.choice("data.name", DATASETS),
                 root=flat["data.root"],
                 image_size=r.between("data.image-size", 8, 1024),
-                clients_per_domain=r.between("data.clients-per-domain", 1, 1000),
+                clients_per_domain=(
+                    None if flat["data.clients-per-domain"] == AUTO else r.between("data.clients-per-domain", 1, 1000)
+                ),
                 partitioning=r.choice("data.partitioning", PARTITIONINGS),
                 dirichlet_alpha=r.positive("data.dirichlet-alpha"),
                 test_fraction=r.between("data.test-fraction", 0.01, 0.9),

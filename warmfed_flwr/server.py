@@ -101,7 +101,9 @@ def run_experiment(
     metered = MeteredGrid(grid, recorder, settings.retries)
     try:
         with recorder.phase("discover"):
-            expected = None if node_local else data.num_clients(settings.data)
+            # node-local data or "auto" clients per domain: the SuperNodes' num-partitions says how many
+            fixed_split = not node_local and settings.data.clients_per_domain is not None
+            expected = data.num_clients(settings.data) if fixed_split else None
             clients = discover_clients(metered, recorder, expected, flat, settings.timeout, settings.min_clients)
         if checkpoint.results is not None:
             recorder.take_over(checkpoint.results)

@@ -2,7 +2,7 @@
 own train and test split of one domain.
 
 Client ids run domain by domain: with K clients per domain, clients 0..K-1 share the first
-domain (see `partition.domain_and_shard`). A data set's layout (its files and labels, or the
+domain (see `partition.client_slots`). A data set's layout (its files and labels, or the
 embedded digits) is cached per process, so every client and the server can count and partition
 clients freely; pixels of image files are decoded only by `load_client_data`, for one client.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from functools import lru_cache
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
@@ -21,6 +21,9 @@ from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.images import decode, warn_skipped
 from warmfed_flwr.data.seeding import derived_seed
 from warmfed_flwr.data.types import ClientData, DomainData, DomainSet, ImageSplit, Split
+
+if TYPE_CHECKING:
+    from warmfed_flwr.data.partition import ClientSlot
 
 __all__ = [
     "ClientData",
@@ -86,27 +89,40 @@ def pixel_dtype(settings: DataSettings) -> torch.dtype:
     return torch.float32 if settings.name in FLOAT_DATA_SETS else torch.uint8
 
 
-def num_clients(settings: DataSettings) -> int:
-    """How many clients the run has: domains x clients per domain."""
-    return len(domain_names(settings)) * settings.clients_per_domain
+def num_clients(settings: DataSettings, num_partitions: int | None = None) -> int:
+    """How many clients the run has: domains x data.clients-per-domain, or with "auto" the federation's size
+    (`num_partitions`, the SuperNodes' count) when it is known and one client per domain when not."""
+    if settings.clients_per_domain is not None:
+        return len(domain_names(settings)) * settings.clients_per_domain
+    return num_partitions or len(domain_names(settings))
 
 
 @lru_cache(maxsize=64)
-def _domain_shards(settings: DataSettings, domain_index: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per client of the domain, its positions in the domain's train and test split."""
+def _domain_shards(settings: DataSettings, domain_index: int, shards: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per client of the domain (`shards` of them), its positions in the domain's train and test split."""
     from warmfed_flwr.data.partition import shard_train_test  # imported here: it needs the datasets library
 
     domain = load_domain_set(settings).domains[domain_index]
     return shard_train_test(
         domain.train.labels.numpy(),
         domain.test.labels.numpy(),
-        settings.clients_per_domain,
+        shards,
         settings.partitioning,
         settings.dirichlet_alpha,
         derived_seed(settings.seed, domain_index),
         domain=domain.name,
         min_train_size=settings.min_train_images,
     )
+
+
+def client_slot(settings: DataSettings, partition_id: int, num_partitions: int | None = None) -> ClientSlot:
+    """Which domains, and which shard of them, client `partition_id` holds (see `partition.client_slots`)."""
+    from warmfed_flwr.data.partition import client_slots
+
+    total = num_clients(settings, num_partitions)
+    if not 0 <= partition_id < total:
+        raise DataError(f"client {partition_id} does not exist: data set {settings.name!r} has clients 0..{total - 1}")
+    return client_slots(len(domain_names(settings)), total)[partition_id]
 
 
 def decoded(split: Split, image_size: int, where: str) -> ImageSplit:
@@ -118,27 +134,32 @@ def decoded(split: Split, image_size: int, where: str) -> ImageSplit:
     return images
 
 
-def load_client_data(settings: DataSettings, partition_id: int) -> ClientData:
+def concatenated(splits: list[ImageSplit]) -> ImageSplit:
+    """One split of several (the split itself when there is one)."""
+    if len(splits) == 1:
+        return splits[0]
+    return ImageSplit(torch.cat([s.images for s in splits]), torch.cat([s.labels for s in splits]))
+
+
+def load_client_data(settings: DataSettings, partition_id: int, num_partitions: int | None = None) -> ClientData:
     """Client `partition_id`'s shard of its domain's train and test split, decoded (only that shard).
 
-    Raises DataError if the id is out of range, or the client gets fewer than
-    settings.min_train_images training images or no test image.
+    With data.clients-per-domain "auto" the split follows `num_partitions`, the federation's size
+    (its SuperNodes' `num-partitions`). Raises DataError if the id is out of range, or the client
+    gets fewer than settings.min_train_images training images or no test image.
     """
-    total = num_clients(settings)
-    if not 0 <= partition_id < total:
-        raise DataError(f"client {partition_id} does not exist: data set {settings.name!r} has clients 0..{total - 1}")
-    from warmfed_flwr.data.partition import domain_and_shard
-
-    domain_index, shard = domain_and_shard(partition_id, settings.clients_per_domain)
+    slot = client_slot(settings, partition_id, num_partitions)
     domain_set = load_domain_set(settings)
-    domain = domain_set.domains[domain_index]
-    train_positions, test_positions = _domain_shards(settings, domain_index)[shard]
-    where = f"client {partition_id} (domain '{domain.name}', shard {shard} of {settings.clients_per_domain})"
+    names = "+".join(domain_set.domains[index].name for index in slot.domains)
+    where = f"client {partition_id} (domain '{names}', shard {slot.shard} of {slot.shards})"
+    trains, tests = [], []
+    for index in slot.domains:
+        domain = domain_set.domains[index]
+        train_positions, test_positions = _domain_shards(settings, index, slot.shards)[slot.shard]
+        trains.append(decoded(domain.train.subset(train_positions), settings.image_size, f"{where}, train split"))
+        tests.append(decoded(domain.test.subset(test_positions), settings.image_size, f"{where}, test split"))
     client = ClientData(
-        partition_id=partition_id,
-        domain=domain.name,
-        train=decoded(domain.train.subset(train_positions), settings.image_size, f"{where}, train split"),
-        test=decoded(domain.test.subset(test_positions), settings.image_size, f"{where}, test split"),
+        partition_id=partition_id, domain=names, train=concatenated(trains), test=concatenated(tests),
         class_names=domain_set.class_names,
     )
     if len(client.train) < settings.min_train_images:
@@ -154,6 +175,7 @@ def load_client_data(settings: DataSettings, partition_id: int) -> ClientData:
     return client
 
 
-def load_all_clients(settings: DataSettings) -> list[ClientData]:
+def load_all_clients(settings: DataSettings, num_partitions: int | None = None) -> list[ClientData]:
     """Every client's data, in client-id order."""
-    return [load_client_data(settings, partition_id) for partition_id in range(num_clients(settings))]
+    total = num_clients(settings, num_partitions)
+    return [load_client_data(settings, partition_id, total) for partition_id in range(total)]

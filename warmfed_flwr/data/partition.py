@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from datasets import Dataset
 from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, Partitioner
@@ -11,14 +13,33 @@ from warmfed_flwr.data.errors import DataError
 PARTITIONINGS = ("iid", "dirichlet")
 
 
-def domain_and_shard(partition_id: int, clients_per_domain: int) -> tuple[int, int]:
-    """The domain index and the shard within that domain of client `partition_id`.
+@dataclass(frozen=True)
+class ClientSlot:
+    """Where one client's data comes from: shard `shard` of `shards` of one domain, or whole domains."""
 
-    Clients are numbered domain by domain: with 15 clients per domain, 0-14 share domain 0.
+    domains: tuple[int, ...]
+    shard: int
+    shards: int
+
+
+def client_slots(num_domains: int, num_clients: int) -> tuple[ClientSlot, ...]:
+    """The data of each of `num_clients` clients over `num_domains` domains, numbered domain by domain.
+
+    With at least as many clients as domains every domain is split, as evenly as the numbers allow:
+    60 clients over 6 domains give 10 shards of each (clients 0-9 share domain 0), 6 over 4 give
+    2, 2, 1, 1. With fewer clients than domains each client holds whole neighbouring domains: 2
+    clients over 4 domains hold domains 0-1 and 2-3.
     """
-    if partition_id < 0 or clients_per_domain < 1:
-        raise ValueError(f"partition id {partition_id} / clients per domain {clients_per_domain} must be >= 0 / >= 1")
-    return divmod(partition_id, clients_per_domain)
+    if num_domains < 1 or num_clients < 1:
+        raise ValueError(f"need at least one domain and one client, got {num_domains} and {num_clients}")
+    if num_clients < num_domains:
+        return tuple(
+            ClientSlot(tuple(range(c * num_domains // num_clients, (c + 1) * num_domains // num_clients)), 0, 1)
+            for c in range(num_clients)
+        )
+    base, extra = divmod(num_clients, num_domains)
+    shards = [base + (domain < extra) for domain in range(num_domains)]
+    return tuple(ClientSlot((domain,), shard, shards[domain]) for domain in range(num_domains) for shard in range(shards[domain]))
 
 
 def _partitioner(partitioning: str, num_shards: int, alpha: float, seed: int, min_shard_size: int) -> Partitioner:
