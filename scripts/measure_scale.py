@@ -9,8 +9,7 @@ script itself, is sampled once a second. Two sums are recorded, each at its peak
 resident memory (RSS; a page shared by several processes, such as torch's libraries, is counted
 in each) and proportional memory (PSS, Linux's smaps_rollup; a shared page is split between the
 processes sharing it, so the sum is the memory the run really occupies). Per process, its own
-peaks. Flower's local SuperLink listens on fixed ports: if one is already running, `flwr run`
-would silently hand it this run, so the script refuses to start until it is stopped.
+peaks. The run gets a SuperLink of its own (launch.run_app), never one another run left behind.
 
 Prints one JSON line and writes it to <output-dir>/scale.json; every sample of every process
 (seconds since the start, pid, label, RSS and PSS bytes) goes to <output-dir>/memory.csv.
@@ -31,9 +30,6 @@ from pathlib import Path
 import psutil
 
 from warmfed_flwr.launch import count_clients, requested_config, run_app
-
-SUPERLINK_PORTS = (39091, 39092, 39093)  # Flower 1.42's local SuperLink: ServerAppIo, Fleet, Control API
-
 
 @dataclass
 class ProcessPeak:
@@ -100,18 +96,6 @@ def label(proc: psutil.Process) -> str:
     return " ".join(names) or proc.name()
 
 
-def foreign_superlinks() -> list[str]:
-    """Processes already listening on the local SuperLink's ports, as 'pid: command'."""
-    found = []
-    for connection in psutil.net_connections(kind="tcp"):
-        if connection.status == psutil.CONN_LISTEN and connection.laddr.port in SUPERLINK_PORTS and connection.pid:
-            try:
-                found.append(f"{connection.pid}: {' '.join(psutil.Process(connection.pid).cmdline())[:160]}")
-            except psutil.NoSuchProcess:
-                continue
-    return sorted(set(found))
-
-
 def stop_processes(flwr_home: str) -> None:
     """Stop the SuperLink and whatever else this run left behind."""
     for proc in psutil.process_iter(["pid"]):
@@ -136,12 +120,6 @@ def main() -> None:
         help="Ray CPUs per simulated client: the machine's cores divided by this many clients run at once",
     )
     args = parser.parse_args()
-    running = foreign_superlinks()
-    if running:
-        raise SystemExit(
-            "a Flower SuperLink is already listening on the local ports; it would run this measurement with its own "
-            "code and environment. Stop it first:\n  " + "\n  ".join(running)
-        )
     config = requested_config(args.preset, args.run_config, args.output_dir)
     clients = count_clients(config)
     flwr_home = tempfile.mkdtemp(prefix="flwr-home-")

@@ -16,6 +16,7 @@ from PIL import Image
 
 from warmfed_flwr.client import app as default_client_app
 from warmfed_flwr.data.digits_domains import load_digits_domains
+from warmfed_flwr.local_superlink import OwnSuperLink
 from warmfed_flwr.presets import load_preset
 from warmfed_flwr.server import make_server_app
 
@@ -81,9 +82,10 @@ def two_domain_folder(three_domain_folder: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def flwr_cli_env(tmp_path: Path) -> dict[str, str]:
-    """Environment for `flwr run` subprocesses with their own FLWR_HOME; stops the SuperLink they leave behind."""
+    """Environment for `flwr run` subprocesses with their own FLWR_HOME and local SuperLink ports (never a SuperLink
+    something else left running); stops the SuperLink they leave behind."""
     flwr_home = tmp_path / "flwr-home"
-    env = {**os.environ, "FLWR_HOME": str(flwr_home),
+    env = {**os.environ, **OwnSuperLink().env(), "FLWR_HOME": str(flwr_home),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     yield env
     for proc in psutil.process_iter(["pid"]):

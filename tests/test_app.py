@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,7 @@ from warmfed_flwr.checkpoint import ARTIFACTS_DIR
 from warmfed_flwr.federation import FederationMismatchError, TooFewClientsError
 from warmfed_flwr.client import HANDLERS, build_client_app, handle_lora, partition_id
 from warmfed_flwr.launch import last_run_status, toml_value
+from warmfed_flwr.local_superlink import OwnSuperLink
 from warmfed_flwr.presets import load_preset
 from warmfed_flwr.transport import arrays_to_record, record_to_arrays
 
@@ -137,3 +139,31 @@ def test_plain_flwr_run_on_the_default_federation_splits_the_data_over_its_super
     results = json.loads((out / "results.json").read_text())
     assert [c["domain"] for c in results["clients"]] == ["clean+inverted", "textured+thick"]
     assert results["failures"] == [] and all(c["personal_acc"] is not None for c in results["clients"])
+
+
+def test_the_launcher_runs_on_a_superlink_of_its_own_and_stops_it(tmp_path, flwr_cli_env):
+    """Another checkout's SuperLink answers on the ports this environment names: the launcher must not use it."""
+    foreign = OwnSuperLink()
+    env = {**flwr_cli_env, **foreign.env()}
+    other = subprocess.Popen(
+        ["flower-superlink", "--insecure", "--simulation", "--isolation", "subprocess", "--control-api-address",
+         f"127.0.0.1:{foreign.ports[1]}", "--host", "127.0.0.1", "--port", str(foreign.http_port)],
+        env={**env, "FLWR_HOME": str(tmp_path / "other-checkout")}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        out = tmp_path / "own-run"
+        launched = subprocess.run(
+            [sys.executable, "-m", "warmfed_flwr.launch", "--preset", str(ROOT / "conf" / "smoke.toml"),
+             "--run-config", 'method="fedavg"', "--output-dir", str(out)],
+            env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
+        )
+        assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+        own_port = int(re.search(r"local SuperLink of its own on port (\d+)", launched.stdout).group(1))
+        assert own_port != foreign.http_port and (out / "results.json").exists()
+        assert OwnSuperLink([own_port, 0]).processes() == []  # stopped with everything it started
+        listing = subprocess.run(["flwr", "list", "--format", "json"], env={**env, "FLWR_HOME": str(tmp_path / "other-checkout")},
+                                 cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert other.poll() is None and json.loads(listing.stdout)["runs"] == []  # the other SuperLink saw no run
+    finally:
+        foreign.stop()
+        other.wait(timeout=30)

@@ -60,4 +60,4 @@ def test_script_and_test_imports_are_declared_and_test_only_ones_stay_out_of_run
     modules = third_party(imported_top_level(files))
     undeclared = {module: distributions(module) for module in modules if not distributions(module) & (runtime | test_extra)}
     assert not undeclared, f"imported by scripts/tests but declared nowhere: {undeclared}"
-    assert "psutil" not in runtime and "psutil" in test_extra  # only scripts and tests watch processes
+    assert "pytest" in test_extra and "pytest" not in runtime

@@ -5,8 +5,11 @@
 Run it from the project folder (the one holding pyproject.toml), or pass --app-dir.
 The number of simulated SuperNodes is set to the number of clients the data is split into, and on
 a machine with GPUs each client gets a GPU share computed from the GPUs and the backbone
-(warmfed_flwr/gpus.py; --gpus-per-client overrides it). The output directory is resolved to an absolute path before the run starts. `flwr run --stream`
-exits 0 even when the ServerApp fails, so success is judged by results.json and `flwr list`.
+(warmfed_flwr/gpus.py; --gpus-per-client overrides it). Every run gets a local SuperLink of its own
+on free ports, never one that another run or checkout left running, and stops it at the end
+(--keep-superlink leaves it). The output directory is resolved to an absolute path before the run
+starts. `flwr run --stream` exits 0 even when the ServerApp fails, so success is judged by
+results.json and `flwr list`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from flwr.common.config import parse_config_args
 
 from warmfed_flwr.config import Settings, merge_run_config
 from warmfed_flwr.gpus import client_gpu_share, describe, visible_gpus
+from warmfed_flwr.local_superlink import OwnSuperLink
 from warmfed_flwr.presets import load_preset
 
 FLOWER_ENV = {
@@ -101,11 +105,17 @@ def gpus_per_client_for(settings: Settings) -> float:
 
 
 def run_app(
-    config: dict[str, object], app_dir: Path, cpus_per_client: int = 1, gpus_per_client: float | None = None
+    config: dict[str, object],
+    app_dir: Path,
+    cpus_per_client: int = 1,
+    gpus_per_client: float | None = None,
+    keep_superlink: bool = False,
 ) -> Path:
     """Run the app under `flwr run`; return the run directory, or exit non-zero if the run failed.
 
-    `gpus_per_client` None: a share computed from this machine's GPUs and the backbone.
+    `gpus_per_client` None: a share computed from this machine's GPUs and the backbone. The run
+    gets a local SuperLink of its own (warmfed_flwr/local_superlink.py), stopped at the end unless
+    `keep_superlink`.
     """
     settings = Settings.from_run_config(config)
     if gpus_per_client is None:
@@ -115,7 +125,8 @@ def run_app(
     config_file = out_dir / "requested_run_config.toml"
     config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in sorted(config.items())))
     num_clients = count_clients(config)
-    env = {**os.environ, **FLOWER_ENV}
+    superlink = OwnSuperLink()
+    env = {**os.environ, **FLOWER_ENV, **superlink.env()}
     env.setdefault("FLWR_HOME", str(app_dir / ".flwr"))
     federation = (
         f"num-supernodes={num_clients} client-resources-num-cpus={cpus_per_client} "
@@ -124,9 +135,16 @@ def run_app(
     command = [
         "flwr", "run", str(app_dir), "--stream", "--run-config", str(config_file), "--federation-config", federation,
     ]
-    print(f"$ {' '.join(command)}", flush=True)
-    subprocess.run(command, env=env, cwd=app_dir, check=True)
-    status = last_run_status(env, app_dir)
+    print(f"$ {' '.join(command)}  (local SuperLink of its own on port {superlink.http_port})", flush=True)
+    try:
+        subprocess.run(command, env=env, cwd=app_dir, check=True)
+        status = last_run_status(env, app_dir)
+    finally:
+        if keep_superlink:
+            print(f"[launch] kept the SuperLink on port {superlink.http_port}: "
+                  f"{' '.join(f'{k}={v}' for k, v in superlink.env().items())} flwr list", flush=True)
+        else:
+            superlink.stop()
     results = out_dir / "results.json"
     if status != "finished:completed" or not results.exists():
         raise RunFailedError(
@@ -145,6 +163,8 @@ def main() -> None:
     parser.add_argument("--output-dir", help="run directory (default outputs/<date>-<time>)")
     parser.add_argument("--app-dir", default=".", help="the project folder holding pyproject.toml (default: .)")
     parser.add_argument("--cpus-per-client", type=int, default=1, help="Ray CPUs per simulated client (integer)")
+    parser.add_argument("--keep-superlink", action="store_true",
+                        help="leave the run's local SuperLink running afterwards (default: stopped)")
     parser.add_argument(
         "--gpus-per-client", type=float,
         help="GPU share per client, e.g. 0.25 for 4 clients per GPU (default: from the visible GPUs and the backbone)",
@@ -156,6 +176,7 @@ def main() -> None:
             Path(args.app_dir).resolve(),
             args.cpus_per_client,
             args.gpus_per_client,
+            args.keep_superlink,
         )
     except RunFailedError as err:
         sys.exit(str(err))
