@@ -25,6 +25,7 @@ from warmfed_flwr.dsd import train_personalized
 from warmfed_flwr.federation import AGREED_CLASSES_KEY, RUN_CONFIG_KEY
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import adapter_config
+from warmfed_flwr.logs import Progress
 from warmfed_flwr.models import build_classifier
 from warmfed_flwr.training import evaluate_accuracy, pick_device, train_supervised
 from warmfed_flwr.transport import arrays_to_record, load_record_into, model_to_record
@@ -151,6 +152,7 @@ def handle_lora(msg: Message, context: Context) -> Message:
         settings.lora,
         client_seed(settings, cd.partition_id, 1),
         settings.generate.prompt_template,
+        progress_label=f"partition {cd.partition_id}",
     )
     metrics: dict[str, int | float | list[int]] = {
         "num-examples": len(cd.train),
@@ -206,6 +208,7 @@ def handle_local(msg: Message, context: Context) -> Message:
         client_seed(settings, cd.partition_id, 2),
         device,
         max_shift=settings.train.augment_shift,
+        progress=Progress(f"[local] partition {cd.partition_id}", settings.train.local_only_epochs, unit="epoch"),
     )
     metrics = MetricRecord({"num-examples": len(cd.train), "personal-acc": evaluate_accuracy(model, cd.test, device)})
     return Message(RecordDict({"arrays": model_to_record(model.cpu()), "metrics": metrics}), reply_to=msg)
@@ -224,7 +227,7 @@ def handle_dsd(msg: Message, context: Context) -> Message:
     global_acc = evaluate_accuracy(teacher, cd.test, device)
     student = train_personalized(
         teacher, cd.train, dsd, settings.train.batch_size, client_seed(settings, cd.partition_id, 3), device,
-        max_shift=settings.train.augment_shift,
+        max_shift=settings.train.augment_shift, progress_label=f"partition {cd.partition_id}",
     )
     metrics = MetricRecord(
         {

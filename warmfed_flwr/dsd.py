@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from warmfed_flwr.config import DsdSettings
 from warmfed_flwr.data.types import ImageSplit
+from warmfed_flwr.logs import Progress
 from warmfed_flwr.training import run_epochs
 
 
@@ -66,10 +67,12 @@ def train_personalized(
     seed: int,
     device: torch.device,
     max_shift: int = 0,
+    progress_label: str | None = None,
 ) -> nn.Module:
     """A personalized copy of `teacher` trained on `split` with DSD at `dsd.lr`; the teacher is left untouched.
 
     `max_shift` is the random-shift augmentation of `run_epochs` (teacher and student see the same shifted batch).
+    With `progress_label` the epochs' loss is logged a few times.
     """
     teacher = teacher.to(device).eval()
     for p in teacher.parameters():
@@ -90,6 +93,7 @@ def train_personalized(
             teacher_logits = teacher(x)
         return dsd_loss(student_logits, teacher_logits, y, state["weight"], dsd.temperature, dsd.mode)
 
+    progress = Progress(progress_label and f"[dsd] {progress_label}", dsd.epochs, unit="epoch")
     run_epochs(student, split, dsd.epochs, dsd.lr, batch_size, seed, device, batch_loss=batch_loss, on_epoch_start=set_weight,
-               max_shift=max_shift)
+               max_shift=max_shift, progress=progress)
     return student

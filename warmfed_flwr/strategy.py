@@ -32,6 +32,7 @@ from warmfed_flwr.federation import ClientInfo, TooFewClientsError, send_phase
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import AdapterError, adapter_bytes, validate_adapter
 from warmfed_flwr.generative.base import Adapter
+from warmfed_flwr.logs import Progress
 from warmfed_flwr.models import build_classifier, initial_classifier
 from warmfed_flwr.personalize import personalize
 from warmfed_flwr.plots import save_sample_grid, spread
@@ -282,15 +283,17 @@ class WarmFedStrategy:
         s = self.settings
         backbone = load_backbone(s.lora)
         pixel_dtype = data.pixel_dtype(s.data)  # kept like the clients' real images: uint8 for image files
-        shares = []
+        shares, phase = [], Progress("[warmstart] all clients", len(sources), unit="client")
         for i, (client, adapter, counts) in enumerate(sources):
             wanted = labels_for_client(counts, len(self.class_names), s.generate.images_per_client)
             seed = s.seed * 1_000_003 + client.partition_id * 101 + 7
             log(INFO, "[warmstart] generating %d images for partition %d (%s), %d of %d clients",
                 len(wanted), client.partition_id, client.domain, i + 1, len(sources))
-            generated = backbone.generate(wanted, self.class_names, adapter, s.generate, s.data.image_size, seed)
+            generated = backbone.generate(wanted, self.class_names, adapter, s.generate, s.data.image_size, seed,
+                                          progress_label=f"partition {client.partition_id}")
             shares.append((client, ImageSplit(pixels_as(generated, pixel_dtype), wanted)))
             self.recorder.clients[client.partition_id].details["synthetic_images"] = len(wanted)
+            phase.update(i + 1)
         backbone.release()
         return shares
 
@@ -311,7 +314,8 @@ class WarmFedStrategy:
         s = self.settings
         model = initial_classifier(s, len(self.class_names))
         train_supervised(model, pool, s.server_epochs, s.train.lr, s.train.batch_size, s.seed, self.device,
-                         max_shift=s.train.augment_shift)
+                         max_shift=s.train.augment_shift,
+                         progress=Progress("[warmstart-train] global model", s.server_epochs, unit="epoch"))
         return model
 
     def server_update(self, pool: ImageSplit):  # type: ignore[no-untyped-def]

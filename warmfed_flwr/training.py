@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from warmfed_flwr.data.types import ImageSplit, float_pixels
+from warmfed_flwr.logs import Progress
 
 # A batch loss: (model, images, labels) -> scalar loss tensor.
 BatchLoss = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,13 +51,15 @@ def run_epochs(
     batch_loss: BatchLoss = cross_entropy_loss,
     on_epoch_start: Callable[[int], None] | None = None,
     max_shift: int = 0,
+    progress: Progress | None = None,
 ) -> float:
     """SGD (momentum 0.9, weight decay 5e-4, cosine learning rate) over `split`; returns the last epoch's mean loss.
 
     `batch_loss` lets a phase change the objective (FedProx, DSD) while sharing the loop;
     `on_epoch_start(epoch)` lets it update per-epoch state such as a distillation weight.
     With `max_shift` > 0 every image is moved by a random offset of up to that many pixels
-    (drawn from the seeded generator, so runs stay reproducible).
+    (drawn from the seeded generator, so runs stay reproducible). `progress` logs the epochs' loss
+    a few times.
     """
     if len(split) == 0:
         raise ValueError("cannot train on an empty split")
@@ -84,6 +87,8 @@ def run_epochs(
             count += len(idx)
         scheduler.step()
         mean_loss = total / count
+        if progress is not None:
+            progress.update(epoch + 1, loss=mean_loss)
     return mean_loss
 
 
@@ -97,19 +102,22 @@ def train_supervised(
     device: torch.device,
     proximal_mu: float = 0.0,
     max_shift: int = 0,
+    progress: Progress | None = None,
 ) -> float:
     """Cross-entropy training, with FedProx's proximal term towards the starting weights when mu > 0.
 
-    `max_shift` is the random-shift augmentation of `run_epochs`.
+    `max_shift` is the random-shift augmentation of `run_epochs`, `progress` its epoch log.
     """
     if proximal_mu <= 0:
-        return run_epochs(model, split, epochs, lr, batch_size, seed, device, max_shift=max_shift)
+        return run_epochs(model, split, epochs, lr, batch_size, seed, device, max_shift=max_shift, progress=progress)
     anchor = [p.detach().clone().to(device) for p in model.parameters()]
 
     def prox_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return cross_entropy_loss(m, x, y) + proximal_term(m, anchor, proximal_mu)
 
-    return run_epochs(model, split, epochs, lr, batch_size, seed, device, batch_loss=prox_loss, max_shift=max_shift)
+    return run_epochs(
+        model, split, epochs, lr, batch_size, seed, device, batch_loss=prox_loss, max_shift=max_shift, progress=progress
+    )
 
 
 # Evaluation batches hold at most this many pixels per channel: 512 images up to 32 px, 10 at 224 px,

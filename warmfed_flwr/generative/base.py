@@ -34,12 +34,14 @@ class Backbone(Protocol):
         lora: LoraSettings,
         seed: int,
         prompt_template: str,
+        progress_label: str | None = None,
     ) -> Adapter:
         """Fit a LoRA adapter on `images` (N x 3 x H x W in [0, 1]) conditioned on `labels`.
 
         `prompt_template` is the `generate.prompt-template` the server will generate with (text-
         conditioned backbones turn class names into prompts with it). The base weights stay frozen
-        and untouched; the returned arrays are float32.
+        and untouched; the returned arrays are float32. With `progress_label` (e.g. "partition 3")
+        the fit logs its step, loss and speed a few times.
         """
         ...
 
@@ -51,11 +53,13 @@ class Backbone(Protocol):
         settings: GenerateSettings,
         image_size: int,
         seed: int,
+        progress_label: str | None = None,
     ) -> torch.Tensor:
         """One image per entry of `labels`, as N x 3 x image_size x image_size float32 in [0, 1].
 
         With `adapter` None the base model generates. Deterministic for a given seed. The adapter
-        is released before returning, so successive calls never stack adapters.
+        is released before returning, so successive calls never stack adapters. With
+        `progress_label` it logs images done, speed and time left a few times.
         """
         ...
 

@@ -37,6 +37,7 @@ from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_mo
 from warmfed_flwr.config import DEFAULTS, GenerateSettings, LoraSettings
 from warmfed_flwr.generative.base import Adapter
 from warmfed_flwr.generative.lora_targets import adapter_lora_config, fold_lora_scaling, lora_config
+from warmfed_flwr.logs import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ class StableDiffusionBackbone:
         lora: LoraSettings,
         seed: int,
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
+        progress_label: str | None = None,
     ) -> Adapter:
         """Fit UNet LoRA layers on `images` (N x 3 x H x W in [0, 1]) prompted with their class.
 
@@ -137,7 +139,8 @@ class StableDiffusionBackbone:
             unet.add_adapter(lora_config(unet, lora))
         try:
             cast_training_params(unet, dtype=torch.float32)
-            self._train_lora(images, labels.long(), class_names, lora, seed, prompt_template)
+            progress = Progress(progress_label and f"[lora] {progress_label}", lora.steps)
+            self._train_lora(images, labels.long(), class_names, lora, seed, prompt_template, progress)
             state = {name: tensor.detach().cpu() for name, tensor in get_peft_model_state_dict(unet).items()}
             return fold_lora_scaling(state, lora.alpha / lora.rank)
         finally:
@@ -152,6 +155,7 @@ class StableDiffusionBackbone:
         settings: GenerateSettings,
         image_size: int,
         seed: int,
+        progress_label: str | None = None,
     ) -> torch.Tensor:
         """One image per label (N x 3 x image_size x image_size float32 in [0, 1]), prompted by class.
 
@@ -165,7 +169,8 @@ class StableDiffusionBackbone:
         if adapter is not None:
             self._load_adapter(adapter)
         try:
-            images = self._generate_in_batches(prompts, settings, seed)
+            progress = Progress(progress_label and f"[warmstart] {progress_label}", len(prompts), unit="image")
+            images = self._generate_in_batches(prompts, settings, seed, progress)
         finally:
             if adapter is not None:
                 self.pipeline.unet.unload_lora()
@@ -193,6 +198,7 @@ class StableDiffusionBackbone:
         lora: LoraSettings,
         seed: int,
         prompt_template: str,
+        progress: Progress,
     ) -> None:
         """The AdamW loop over the UNet's trainable (LoRA) parameters, through accelerate."""
         pipeline, device = self.pipeline, self.accelerator.device
@@ -204,12 +210,13 @@ class StableDiffusionBackbone:
         optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=lora.lr)
         unet, optimizer = self.accelerator.prepare(unet, optimizer)
         try:
-            for batch in _batch_indices(len(pixels), lora.batch_size, lora.steps, generator):
+            for step, batch in enumerate(_batch_indices(len(pixels), lora.batch_size, lora.steps, generator)):
                 dropped = torch.rand(len(batch), generator=generator) < self.prompt_dropout
                 prompt_rows = torch.where(dropped, len(class_names), labels[batch])
                 loss = self._denoising_loss(unet, pixels[batch], prompt_embeddings[prompt_rows.to(device)], generator)
                 self.accelerator.backward(loss)
                 optimizer.step()
+                progress.update(step + 1, loss=loss.detach())
                 optimizer.zero_grad(set_to_none=True)
         finally:
             self.accelerator.unwrap_model(unet, keep_fp32_wrapper=False)
@@ -256,7 +263,9 @@ class StableDiffusionBackbone:
             problem = f"unexpected tensors {unexpected[:3]}" if unexpected else f"missing tensors {missing[:3]}"
             raise ValueError(f"adapter does not fit the stable-diffusion UNet: {problem}")
 
-    def _generate_in_batches(self, prompts: list[str], settings: GenerateSettings, seed: int) -> torch.Tensor:
+    def _generate_in_batches(
+        self, prompts: list[str], settings: GenerateSettings, seed: int, progress: Progress
+    ) -> torch.Tensor:
         """Run the pipeline over `prompts` in batches, halving the batch on out-of-memory errors."""
         pipeline, resolution = self.pipeline, self.resolution
         generator = torch.Generator().manual_seed(seed)
@@ -288,6 +297,7 @@ class StableDiffusionBackbone:
                     output_type="pt",
                 )
                 outputs.append(output.images.float().cpu())
+                progress.update(start + len(outputs[-1]))
             return torch.cat(outputs)
 
         # called directly: up to accelerate 1.14 the decorator form drops reduce_batch_size_fn

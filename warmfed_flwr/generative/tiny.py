@@ -32,6 +32,7 @@ from warmfed_flwr.config import GenerateSettings, LoraSettings
 from warmfed_flwr.generative.assets import shipped_tiny_base_dir
 from warmfed_flwr.generative.base import Adapter
 from warmfed_flwr.generative.lora_targets import adapter_lora_config, fold_lora_scaling, lora_config
+from warmfed_flwr.logs import Progress
 
 TINY_ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-unet"
 LABEL_DROPOUT = 0.1
@@ -101,7 +102,13 @@ def denoising_loss(
 
 
 def train_denoiser(
-    model: UNet2DModel, scheduler: DDPMScheduler, clean: torch.Tensor, labels: torch.Tensor, null_label: int, lora: LoraSettings
+    model: UNet2DModel,
+    scheduler: DDPMScheduler,
+    clean: torch.Tensor,
+    labels: torch.Tensor,
+    null_label: int,
+    lora: LoraSettings,
+    progress: Progress | None = None,
 ) -> None:
     """Train `model`'s trainable parameters on `clean` images (model space) as a LoRA fit does.
 
@@ -113,13 +120,15 @@ def train_denoiser(
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lora.lr)
     learning_rate = get_cosine_schedule_with_warmup(optimizer, lora.steps // LORA_WARMUP_DIVISOR, lora.steps)
-    for _ in range(lora.steps):
+    for step in range(lora.steps):
         batch = torch.randint(0, clean.shape[0], (lora.batch_size,))
         loss = denoising_loss(model, scheduler, clean[batch], labels[batch], null_label)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         learning_rate.step()
+        if progress is not None:
+            progress.update(step + 1, loss=loss.detach())
 
 
 class TinyBackbone:
@@ -147,20 +156,23 @@ class TinyBackbone:
         lora: LoraSettings,
         seed: int,
         prompt_template: str = "",
+        progress_label: str | None = None,
     ) -> Adapter:
         """Fit a LoRA adapter on `images` (N x 3 x H x W in [0, 1]) conditioned on `labels`.
 
         Trains only the LoRA parameters of a copy of the base for `lora.steps` AdamW steps of
         `lora.batch_size` images (learning rate warmed up, then cosine-decayed from `lora.lr`);
         deterministic for a given seed. Returns float32 arrays. `prompt_template` is not used:
-        this model is conditioned on class labels, not text.
+        this model is conditioned on class labels, not text. With `progress_label` the fit logs
+        its progress a few times.
         """
         self._check_labels(labels, class_names)
         clean = to_model_space(images, self.sample_size)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self._copy_with_lora(lora)
-            train_denoiser(model, self.scheduler, clean, labels.long(), self.null_label, lora)
+            progress = Progress(progress_label and f"[lora] {progress_label}", lora.steps)
+            train_denoiser(model, self.scheduler, clean, labels.long(), self.null_label, lora, progress)
         return fold_lora_scaling(get_peft_model_state_dict(model), lora.alpha / lora.rank)
 
     @torch.inference_mode()
@@ -172,6 +184,7 @@ class TinyBackbone:
         settings: GenerateSettings,
         image_size: int,
         seed: int,
+        progress_label: str | None = None,
     ) -> torch.Tensor:
         """One image per label (N x 3 x image_size x image_size float32 in [0, 1]).
 
@@ -186,12 +199,12 @@ class TinyBackbone:
         sampler.set_timesteps(settings.steps)
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((len(labels), 3, self.sample_size, self.sample_size), generator=generator)
-        samples = torch.cat(
-            [
-                self._denoise(model, sampler, noise[batch], labels[batch].long(), settings.guidance)
-                for batch in torch.arange(len(labels)).split(settings.batch_size)
-            ]
-        )
+        progress = Progress(progress_label and f"[warmstart] {progress_label}", len(labels), unit="image")
+        batches = []
+        for batch in torch.arange(len(labels)).split(settings.batch_size):
+            batches.append(self._denoise(model, sampler, noise[batch], labels[batch].long(), settings.guidance))
+            progress.update(int(batch[-1]) + 1)
+        samples = torch.cat(batches)
         images = (samples.clamp(-1.0, 1.0) + 1.0) / 2.0
         if image_size != self.sample_size:
             images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True)
