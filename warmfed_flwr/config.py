@@ -24,7 +24,8 @@ DSD_MODES = ("confidence", "constant", "none")
 
 # Where the server writes and what it keeps or records on the way, not the run's own numbers: never sent
 # to clients, and free to differ between a run and the run it resumes.
-SERVER_ONLY_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters", "snapshot-rounds", "retries")
+SERVER_ONLY_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters", "snapshot-rounds", "retries", "tracking")
+TRACKERS = ("none", "tensorboard", "mlflow")
 # The methods that can record snapshots, and their earliest snapshot round (0: after the warm start).
 SNAPSHOT_FIRST_ROUND = {"warmfed": 0, "fgl": 0, "fedavg": 1, "fedprox": 1, "fedavg-ft": 1}
 
@@ -40,6 +41,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "resume": "",
     "keep-adapters": False,
     "snapshot-rounds": "",
+    "tracking": "none",
     "data.name": "digits-domains",
     "data.root": "",
     "data.image-size": 16,
@@ -249,6 +251,7 @@ class Settings:
     resume: str
     keep_adapters: bool
     snapshot_rounds: tuple[int, ...]
+    tracking: str
     server_epochs: int
     server_round_epochs: int
     data: DataSettings
@@ -277,6 +280,7 @@ class Settings:
             resume=flat["resume"],
             keep_adapters=flat["keep-adapters"],
             snapshot_rounds=snapshot_rounds(flat["snapshot-rounds"], flat["method"], flat["rounds"]),
+            tracking=r.choice("tracking", TRACKERS),
             server_epochs=r.at_least("server.epochs", 0),
             server_round_epochs=r.at_least("server.round-epochs", 0),
             data=DataSettings(

@@ -9,7 +9,10 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Mapping
+
+if TYPE_CHECKING:
+    from warmfed_flwr.tracking import Tracker
 
 
 @dataclass
@@ -53,6 +56,7 @@ class RunRecorder:
         self.failures: list[dict[str, Any]] = []
         self.retries: list[dict[str, Any]] = []
         self.current_phase = ""  # the phase being timed by `phase()`, for records made on the way
+        self.tracker: Tracker | None = None  # TensorBoard / MLflow, when the run's `tracking` asks for one
         self.snapshots: list[dict[str, Any]] = []
         self.snapshot_seconds = 0.0  # spent taking snapshots (warmfed_flwr/snapshots.py), not on the run itself
         self._node_to_partition: dict[int, int] = {}
@@ -112,6 +116,8 @@ class RunRecorder:
                 "average": _mean(list(accuracies.values())),
             }
         )
+        if self.tracker is not None:
+            self.tracker.round(phase, server_round, accuracies, self.round_history[-1]["average"])
 
     def client_numbers(self) -> dict[int, tuple[float | None, float | None, int, int]]:
         """Every client's accuracies and bytes so far, to be put back by `restore_client_numbers`."""
@@ -167,11 +173,15 @@ class RunRecorder:
         finally:
             self.current_phase = outer
             self.phases.append({"name": name, "seconds": round(time.perf_counter() - start, 3)})
+            if self.tracker is not None:
+                self.tracker.phase(name, self.phases[-1]["seconds"])
             self.write()
 
     def add_cached_phase(self, name: str, seconds: float) -> None:
         """Record a phase whose artifacts were reused, with the seconds it took when it was computed."""
         self.phases.append({"name": name, "seconds": round(seconds, 3), "cached": True})
+        if self.tracker is not None:
+            self.tracker.phase(name, self.phases[-1]["seconds"])
         self.write()
 
     def take_over(self, results: Mapping[str, Any]) -> None:

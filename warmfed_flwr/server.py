@@ -29,6 +29,7 @@ from warmfed_flwr.generative.export import export_adapter
 from warmfed_flwr.plots import save_accuracy_plot
 from warmfed_flwr.results import RunRecorder, write_json_atomic
 from warmfed_flwr.strategy import WarmFedStrategy
+from warmfed_flwr.tracking import open_tracker
 
 
 def resolve_output_dir(output_dir: str, resume: str = "") -> Path:
@@ -98,6 +99,7 @@ def run_experiment(
     if node_local and settings.method == "centralized":
         raise ConfigError("method=centralized pools the clients' images on the server: it cannot run on node-local data")
     ray_workers.install()
+    recorder.tracker = open_tracker(settings.tracking, out_dir, flat, out_dir.name)
     metered = MeteredGrid(grid, recorder, settings.retries)
     try:
         with recorder.phase("discover"):
@@ -122,12 +124,19 @@ def run_experiment(
             run_local(metered, recorder, clients, settings, to_clients, num_classes)
         else:
             run_centralized(recorder, clients, settings, num_classes)
+    except BaseException:
+        if recorder.tracker is not None:
+            recorder.tracker.finish(recorder.to_dict(), [])  # what the run got to, before the error goes on
+        raise
     finally:
         recorder.write()
     finish_adapters(checkpoint, settings, out_dir)
     save_accuracy_plot(
         out_dir / "accuracy.png", list(recorder.clients.values()), f"{settings.method}, rounds={settings.rounds}"
     )
+    if recorder.tracker is not None:
+        figures = [path for path in (out_dir / "samples.png", out_dir / "accuracy.png") if path.exists()]
+        recorder.tracker.finish(recorder.to_dict(), figures)
     summary = recorder.summary_markdown()
     print(summary, flush=True)
     return recorder.to_dict()
