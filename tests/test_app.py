@@ -122,8 +122,9 @@ def test_flwr_run_cli_completes_and_writes_results(tmp_path, flwr_cli_env):
 
 
 def test_federation_sized_for_another_split_fails_fast(run_in_process):
+    """A pinned split (one client per domain: 4 clients) cannot run on 2 SuperNodes."""
     with pytest.raises(FederationMismatchError, match="num-supernodes=4"):
-        run_in_process({"method": "fedavg"}, num_supernodes=2)
+        run_in_process({"method": "fedavg", "data.clients-per-domain": 1}, num_supernodes=2)
 
 
 def test_plain_flwr_run_on_the_default_federation_splits_the_data_over_its_supernodes(tmp_path, flwr_cli_env):

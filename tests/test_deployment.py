@@ -47,7 +47,8 @@ def _run_script(args: list[str], timeout: float) -> tuple[int, str]:
 
 def test_two_authenticated_supernodes_over_tls_complete_a_run_after_one_dies(two_domain_folder, tmp_path):
     work = tmp_path / "deploy"
-    overrides = f'method="fedavg" rounds=2 min-clients=1 data.name="imagefolder" data.root="{two_domain_folder}"'
+    overrides = (f'method="fedavg" rounds=2 min-clients=1 retry-wait=5 data.name="imagefolder" '
+                 f'data.root="{two_domain_folder}"')
     returncode, output = _run_script(["--supernodes", "2", "--work-dir", str(work), "--run-config", overrides,
                                       "--kill-supernode", "1"], timeout=400)
     assert returncode == 0, output[-5000:]

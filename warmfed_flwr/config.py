@@ -24,7 +24,8 @@ DSD_MODES = ("confidence", "constant", "none")
 
 # Where the server writes and what it keeps or records on the way, not the run's own numbers: never sent
 # to clients, and free to differ between a run and the run it resumes.
-SERVER_ONLY_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters", "snapshot-rounds", "retries", "tracking")
+SERVER_ONLY_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters", "snapshot-rounds", "retries", "retry-wait",
+                    "tracking")
 TRACKERS = ("none", "tensorboard", "mlflow")
 # The methods that can record snapshots, and their earliest snapshot round (0: after the warm start).
 SNAPSHOT_FIRST_ROUND = {"warmfed": 0, "fgl": 0, "fedavg": 1, "fedprox": 1, "fedavg-ft": 1}
@@ -36,6 +37,7 @@ DEFAULTS: dict[str, bool | int | float | str] = {
     "min-clients": 2,
     "timeout": 900.0,
     "retries": 2,
+    "retry-wait": 60.0,
     "output-dir": "",
     "cache-dir": "",
     "resume": "",
@@ -246,6 +248,7 @@ class Settings:
     min_clients: int
     timeout: float
     retries: int
+    retry_wait: float
     output_dir: str
     cache_dir: str
     resume: str
@@ -275,6 +278,7 @@ class Settings:
             min_clients=r.at_least("min-clients", 1),
             timeout=r.positive("timeout"),
             retries=r.between("retries", 0, 100),
+            retry_wait=r.at_least("retry-wait", 0.0),
             output_dir=flat["output-dir"],
             cache_dir=flat["cache-dir"],
             resume=flat["resume"],

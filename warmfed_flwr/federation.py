@@ -2,7 +2,7 @@
 
 A reply lost to the infrastructure (the Ray worker running the client died, the SuperNode went
 offline, a message or reply went missing) is not the client's fault: the Grid asks the client again
-with the same message, up to `retries` times, waiting for an offline SuperNode to come back first,
+with the same message, up to `retries` times, giving an offline SuperNode `retry-wait` seconds to come back first,
 and records each retry. What is left, a reply that is missing (none within `timeout`) or carries an
 error (the ClientApp raised, or the infrastructure failed every attempt), is recorded as a failure
 of that client in that phase; the phase goes on with the others while at least `min-clients`
@@ -80,14 +80,15 @@ class MeteredGrid(Grid):
 
     `send_and_receive` (what every phase and Flower's strategies use) resends a message whose reply
     is an infrastructure error (`INFRASTRUCTURE_ERRORS`), unchanged, up to `retries` times; an
-    offline SuperNode is first given up to the call's timeout to come back online. Each retry is
+    offline SuperNode is first given `retry_wait` seconds to come back online. Each retry is
     recorded (`RunRecorder.add_retry`); the caller sees only the last attempt's reply.
     """
 
-    def __init__(self, grid: Grid, recorder: RunRecorder, retries: int = 0) -> None:
+    def __init__(self, grid: Grid, recorder: RunRecorder, retries: int = 0, retry_wait: float = 60.0) -> None:
         self._grid = grid
         self._recorder = recorder
         self._retries = retries
+        self._retry_wait = retry_wait
 
     def set_run(self, run):  # type: ignore[no-untyped-def]  # signature fixed by Grid
         self._grid.set_run(run)
@@ -124,7 +125,7 @@ class MeteredGrid(Grid):
                 original = last_sent.get(reply.metadata.reply_to_message_id)
                 fault = infrastructure_fault(reply)
                 if original is not None and fault is not None:
-                    again = self._again(original, fault, attempt, timeout)
+                    again = self._again(original, fault, attempt)
                     if again is not None:
                         retried.append((reply, again))
             if not retried:
@@ -140,10 +141,10 @@ class MeteredGrid(Grid):
         self._count_up(replies)
         return replies
 
-    def _again(self, original: Message, fault: str, attempt: int, timeout: float | None) -> Message | None:
+    def _again(self, original: Message, fault: str, attempt: int) -> Message | None:
         """A copy of `original` to send once more, recorded as a retry; None if its SuperNode stays offline."""
         node_id = original.metadata.dst_node_id
-        if fault.startswith(INFRASTRUCTURE_ERRORS[ErrorCode.NODE_UNAVAILABLE]) and not self._wait_online(node_id, timeout):
+        if fault.startswith(INFRASTRUCTURE_ERRORS[ErrorCode.NODE_UNAVAILABLE]) and not self._wait_online(node_id):
             log(WARNING, "[retry] node %d did not come back online; not asked again", node_id)
             return None
         self._recorder.add_retry(node_id, original.metadata.message_type, attempt, fault)
@@ -155,9 +156,9 @@ class MeteredGrid(Grid):
         return Message(content=original.content, dst_node_id=node_id, message_type=metadata.message_type,
                        group_id=metadata.group_id, ttl=metadata.ttl)
 
-    def _wait_online(self, node_id: int, timeout: float | None, poll_seconds: float = 1.0) -> bool:
-        """True once `node_id` is connected again, False after `timeout` seconds (default 300)."""
-        deadline = time.monotonic() + (timeout if timeout is not None else 300.0)
+    def _wait_online(self, node_id: int, poll_seconds: float = 1.0) -> bool:
+        """True once `node_id` is connected again, False after `retry_wait` seconds."""
+        deadline = time.monotonic() + self._retry_wait
         while node_id not in set(self._grid.get_node_ids()):
             if time.monotonic() >= deadline:
                 return False

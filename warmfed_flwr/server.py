@@ -100,7 +100,7 @@ def run_experiment(
         raise ConfigError("method=centralized pools the clients' images on the server: it cannot run on node-local data")
     ray_workers.install()
     recorder.tracker = open_tracker(settings.tracking, out_dir, flat, out_dir.name)
-    metered = MeteredGrid(grid, recorder, settings.retries)
+    metered = MeteredGrid(grid, recorder, settings.retries, settings.retry_wait)
     try:
         with recorder.phase("discover"):
             # node-local data or "auto" clients per domain: the SuperNodes' num-partitions says how many
