@@ -2,7 +2,7 @@
 
     python scripts/deploy_local.py --supernodes N --work-dir DIR
         [--preset conf/smoke.toml] [--run-config 'method="fedavg"'] [--output-dir DIR/run] [--timeout 600]
-        [--kill-supernode K | --restart-supernode K]
+        [--kill-supernode K] [--restart-supernode J]
     python scripts/deploy_local.py --node-folders DIR0 DIR1 DIR2 [--isolate-node-folders] --work-dir DIR ...
 
 In DIR (which must be empty or new) it
@@ -28,6 +28,7 @@ In DIR (which must be empty or new) it
    complete, and results.json records the SuperNode as unavailable. With --restart-supernode K it
    kills SuperNode K the same way, waits until the SuperLink reports it offline, and starts it
    again with the same key (so the same node id): the run asks its client again (`retries`).
+   Both may be given, for two different SuperNodes, in one run.
 Every process it started is stopped by PID when it ends: on success, on failure, on Ctrl-C and on
 SIGTERM. Logs: DIR/logs/. The number of SuperNodes must equal the number of clients the data is split
 into (4 for the embedded digits; a folder of 2 domains with data.name="imagefolder" gives 2).
@@ -370,7 +371,7 @@ def deploy_and_run(
     config: dict[str, object],
     timeout: float,
     kill_supernode: int | None = None,
-    restart: bool = False,
+    restart_supernode: int | None = None,
     node_folders: list[Path] | None = None,
     isolate: bool = False,
 ) -> Path:
@@ -409,16 +410,18 @@ def deploy_and_run(
         deadline = time.monotonic() + timeout
         run = subprocess.Popen(command, env=deployment.cli_env, cwd=APP_DIR)
         try:
-            if kill_supernode is not None:
+            victims = [k for k in (kill_supernode, restart_supernode) if k is not None]
+            if victims:
                 wait_for_phase(results, "discover", run, deadline)
-                deployment.kill(f"supernode-{kill_supernode}")
-                if restart:
-                    deployment.wait_offline(node_ids[kill_supernode])
-                    own = node_folders[kill_supernode] if node_folders else None
-                    deployment.start_supernode(f"supernode-{kill_supernode}-restarted", keys[kill_supernode],
-                                               kill_supernode, supernodes, own)
-                    deployment.wait_online([node_ids[kill_supernode]])
-                    print(f"restarted supernode-{kill_supernode} as node {node_ids[kill_supernode]}", flush=True)
+            for k in victims:
+                deployment.kill(f"supernode-{k}")
+            if restart_supernode is not None:
+                k = restart_supernode
+                deployment.wait_offline(node_ids[k])
+                own = node_folders[k] if node_folders else None
+                deployment.start_supernode(f"supernode-{k}-restarted", keys[k], k, supernodes, own)
+                deployment.wait_online([node_ids[k]])
+                print(f"restarted supernode-{k} as node {node_ids[k]}", flush=True)
             returncode = run.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired as error:
             raise DeploymentError(f"flwr run did not finish within {timeout:.0f} s; logs in {deployment.logs}") from error
@@ -475,11 +478,11 @@ def main() -> None:
         parser.error("give --supernodes N or --node-folders DIR ...")
     if args.supernodes < 1:
         parser.error("--supernodes must be at least 1")
-    if args.kill_supernode is not None and args.restart_supernode is not None:
-        parser.error("give --kill-supernode or --restart-supernode, not both")
-    victim = args.kill_supernode if args.restart_supernode is None else args.restart_supernode
-    if victim is not None and not 0 <= victim < args.supernodes:
-        parser.error(f"--kill-supernode / --restart-supernode must be between 0 and {args.supernodes - 1}")
+    if args.kill_supernode is not None and args.kill_supernode == args.restart_supernode:
+        parser.error("--kill-supernode and --restart-supernode must name two different SuperNodes")
+    for flag, victim in (("--kill-supernode", args.kill_supernode), ("--restart-supernode", args.restart_supernode)):
+        if victim is not None and not 0 <= victim < args.supernodes:
+            parser.error(f"{flag} must be between 0 and {args.supernodes - 1}")
     work_dir = args.work_dir.expanduser().resolve()
     if work_dir.exists() and any(work_dir.iterdir()):
         parser.error(f"--work-dir {work_dir} is not empty")
@@ -500,7 +503,7 @@ def main() -> None:
         work_dir.mkdir(parents=True, exist_ok=True)
         check_tools(flower_env(work_dir / "flwr-home"))
         results = deploy_and_run(
-            work_dir, args.supernodes, config, args.timeout, victim, args.restart_supernode is not None, node_folders,
+            work_dir, args.supernodes, config, args.timeout, args.kill_supernode, args.restart_supernode, node_folders,
             args.isolate_node_folders
         )
     except (DeploymentError, ConfigError, RunFailedError) as error:

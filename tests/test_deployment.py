@@ -1,8 +1,9 @@
 """scripts/deploy_local.py: a TLS SuperLink with SuperNode authentication on loopback, real SuperNodes, `flwr run`,
 and SuperNodes that each hold only their own image folder.
 
-The run test also kills one of the two SuperNodes after discovery: the same deployment shows that a
-run goes on without a dead SuperNode (one test instead of two, because each deployment costs a minute).
+The run test also kills one of its three SuperNodes after discovery and kills and restarts another: the
+same deployment shows that a run goes on without a dead SuperNode and asks a restarted one again (one
+test instead of three, because each deployment costs a minute or two).
 """
 
 from __future__ import annotations
@@ -45,33 +46,39 @@ def _run_script(args: list[str], timeout: float) -> tuple[int, str]:
     return process.returncode, output
 
 
-def test_two_authenticated_supernodes_over_tls_complete_a_run_after_one_dies(two_domain_folder, tmp_path):
+def test_three_authenticated_supernodes_over_tls_complete_a_run_one_dying_one_restarted(three_domain_folder, tmp_path):
+    """After discovery SuperNode 1 dies for good and SuperNode 2 dies and is started again with its key."""
     work = tmp_path / "deploy"
-    overrides = (f'method="fedavg" rounds=2 min-clients=1 retry-wait=5 data.name="imagefolder" '
-                 f'data.root="{two_domain_folder}"')
-    returncode, output = _run_script(["--supernodes", "2", "--work-dir", str(work), "--run-config", overrides,
-                                      "--kill-supernode", "1"], timeout=400)
+    overrides = (f'method="fedavg" rounds=2 min-clients=2 retry-wait=20 data.name="imagefolder" '
+                 f'data.root="{three_domain_folder}"')
+    returncode, output = _run_script(["--supernodes", "3", "--work-dir", str(work), "--run-config", overrides,
+                                      "--kill-supernode", "1", "--restart-supernode", "2"], timeout=500)
     assert returncode == 0, output[-5000:]
     assert re.search(r"^killed supernode-1 \(pid \d+\)", output, flags=re.MULTILINE)
+    assert re.search(r"^restarted supernode-2 as node \d+", output, flags=re.MULTILINE)
 
     results = json.loads((work / "run" / "results.json").read_text())
     assert results["method"] == "fedavg" and [r["round"] for r in results["round_history"]] == [1, 2]
-    assert sorted(client["partition_id"] for client in results["clients"]) == [0, 1]
-    # the dead SuperNode is a failure of partition 1 in the rounds (which round depends on when it died)
+    assert sorted(client["partition_id"] for client in results["clients"]) == [0, 1, 2]
+    # the dead SuperNode is a failure of partition 1 in the rounds (which round depends on when it died) ...
     assert results["failures"] and {f["partition_id"] for f in results["failures"]} == {1}
     assert all(f["phase"].startswith("rounds-") for f in results["failures"])
     assert any(f["reason"].startswith("SuperNode unavailable") for f in results["failures"])
-    assert results["clients"][0]["global_acc"] is not None
+    # ... the restarted one was asked again once and answered: both live clients in both rounds
+    assert [(r["partition_id"], r["attempt"]) for r in results["retries"]] == [(2, 1)]
+    assert results["retries"][0]["reason"].startswith("SuperNode unavailable")
+    assert all(len(r["global_acc"]) == 2 for r in results["round_history"])
+    assert results["clients"][0]["global_acc"] is not None and results["clients"][2]["global_acc"] is not None
     online = [int(n) for n in re.search(r"SuperNodes online: \[([\d, ]+)\]", output).group(1).split(",")]
     assert sorted(client["node_id"] for client in results["clients"]) == sorted(online)
 
     superlink_log = (work / "logs" / "superlink.log").read_text()
     superlink_port = re.search(r"^started superlink .* --port (\d+)$", output, flags=re.MULTILINE).group(1)
     assert f"running on https://127.0.0.1:{superlink_port}" in superlink_log
-    assert superlink_log.count("[Fleet.ActivateNode] Activated node_id=") == 2
+    assert superlink_log.count("[Fleet.ActivateNode] Activated node_id=") == 4  # three, and the restarted one
     started = [int(pid) for pid in re.findall(r"^started \S+ \(pid (\d+)\)", output, flags=re.MULTILINE)]
     stopped = [int(pid) for pid in re.findall(r"^stopped \S+ \(pid (\d+),", output, flags=re.MULTILINE)]
-    assert len(started) == 3 and sorted(stopped) == sorted(started)
+    assert len(started) == 5 and sorted(stopped) == sorted(started)
     assert not any(psutil.pid_exists(pid) for pid in started)
 
 
@@ -125,18 +132,3 @@ def test_supernodes_with_only_their_own_folders_complete_a_run(three_domain_fold
     pool = load_file(str(pool_file))
     for k, classes in enumerate(NODE_CLASSES):
         assert {str(label) for label in np.unique(pool[f"labels-{k}"])} == set(classes)
-
-
-def test_a_restarted_supernode_rejoins_and_its_client_is_asked_again(two_domain_folder, tmp_path):
-    work = tmp_path / "deploy"
-    overrides = f'method="fedavg" rounds=2 min-clients=2 data.name="imagefolder" data.root="{two_domain_folder}"'
-    returncode, output = _run_script(["--supernodes", "2", "--work-dir", str(work), "--run-config", overrides,
-                                      "--restart-supernode", "1"], timeout=600)
-    assert returncode == 0, output[-5000:]
-    assert re.search(r"^restarted supernode-1 as node \d+", output, flags=re.MULTILINE)
-    results = json.loads((work / "run" / "results.json").read_text())
-    assert results["failures"] == []  # both clients in both rounds, although one SuperNode died mid-run
-    assert [(r["partition_id"], r["attempt"]) for r in results["retries"]] == [(1, 1)]
-    assert results["retries"][0]["reason"].startswith("SuperNode unavailable")
-    assert [r["round"] for r in results["round_history"]] == [1, 2]
-    assert all(len(r["global_acc"]) == 2 for r in results["round_history"])
