@@ -109,18 +109,6 @@ def test_below_min_clients_stops_with_a_clear_error_and_keeps_results(run_in_pro
     assert [p["name"] for p in results["phases"]] == ["discover", "lora"]
 
 
-def test_flwr_run_cli_completes_and_writes_results(tmp_path, flwr_cli_env):
-    out = tmp_path / "cli-run"
-    subprocess.run(
-        [sys.executable, "-m", "warmfed_flwr.launch", "--preset", str(ROOT / "conf" / "smoke.toml"),
-         "--run-config", 'method="fedavg"', "--output-dir", str(out)],
-        env=flwr_cli_env, cwd=ROOT, check=True, timeout=600,
-    )
-    results = json.loads((out / "results.json").read_text())
-    assert results["method"] == "fedavg" and len(results["clients"]) == 4
-    assert json.loads((out / "run_config.json").read_text())["output-dir"] == str(out)
-
-
 def test_federation_sized_for_another_split_fails_fast(run_in_process):
     """A pinned split (one client per domain: 4 clients) cannot run on 2 SuperNodes."""
     with pytest.raises(FederationMismatchError, match="num-supernodes=4"):
@@ -142,8 +130,9 @@ def test_plain_flwr_run_on_the_default_federation_splits_the_data_over_its_super
     assert results["failures"] == [] and all(c["personal_acc"] is not None for c in results["clients"])
 
 
-def test_the_launcher_runs_on_a_superlink_of_its_own_and_stops_it(tmp_path, flwr_cli_env):
-    """Another checkout's SuperLink answers on the ports this environment names: the launcher must not use it."""
+def test_the_launcher_completes_a_run_on_a_superlink_of_its_own_and_stops_it(tmp_path, flwr_cli_env):
+    """`python -m warmfed_flwr.launch` (what `make run` calls) completes a run through `flwr run`; another checkout's
+    SuperLink answers on the ports this environment names, and the launcher must not use it."""
     foreign = OwnSuperLink()
     env = {**flwr_cli_env, **foreign.env()}
     other = subprocess.Popen(
@@ -160,7 +149,10 @@ def test_the_launcher_runs_on_a_superlink_of_its_own_and_stops_it(tmp_path, flwr
         )
         assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
         own_port = int(re.search(r"local SuperLink of its own on port (\d+)", launched.stdout).group(1))
-        assert own_port != foreign.http_port and (out / "results.json").exists()
+        assert own_port != foreign.http_port
+        results = json.loads((out / "results.json").read_text())
+        assert results["method"] == "fedavg" and len(results["clients"]) == 4
+        assert json.loads((out / "run_config.json").read_text())["output-dir"] == str(out)
         assert OwnSuperLink([own_port, 0]).processes() == []  # stopped with everything it started
         listing = subprocess.run(["flwr", "list", "--format", "json"], env={**env, "FLWR_HOME": str(tmp_path / "other-checkout")},
                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
