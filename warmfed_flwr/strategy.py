@@ -32,6 +32,7 @@ from warmfed_flwr.federation import ClientInfo, TooFewClientsError, send_phase
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import AdapterError, adapter_bytes, validate_adapter
 from warmfed_flwr.generative.base import Adapter
+from warmfed_flwr.heap import release_freed_memory
 from warmfed_flwr.logs import Progress
 from warmfed_flwr.models import build_classifier, initial_classifier
 from warmfed_flwr.personalize import personalize
@@ -111,6 +112,7 @@ class WarmFedStrategy:
         arrays = self.warm_start_model(pool)
         server_update = self.server_update(pool)
         del pool  # from here only server_update needs it: freed now unless server.round-epochs > 0
+        release_freed_memory()  # the generation and warm-start peak, not held through the rounds and DSD
 
         def distill(global_arrays: ArrayRecord, phase: str) -> None:
             personalize(grid, rec, clients, global_arrays, self.settings, self.run_config, self.settings.dsd.mode, phase)
