@@ -297,6 +297,7 @@ class WarmFedStrategy:
             self.recorder.clients[client.partition_id].details["synthetic_images"] = len(wanted)
             phase.update(i + 1)
         backbone.release()
+        release_freed_memory()  # the generation's buffers: the warm-start training comes next
         return shares
 
     def save_samples(self, shares: list[tuple[ClientInfo, ImageSplit]]) -> None:
