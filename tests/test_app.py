@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Message
+from flwr.serverapp import ServerApp
 from PIL import Image
 from safetensors.numpy import load_file
 
@@ -130,9 +132,60 @@ def test_plain_flwr_run_on_the_default_federation_splits_the_data_over_its_super
     assert results["failures"] == [] and all(c["personal_acc"] is not None for c in results["clients"])
 
 
-def test_the_launcher_completes_a_run_on_a_superlink_of_its_own_and_stops_it(tmp_path, flwr_cli_env):
-    """`python -m warmfed_flwr.launch` (what `make run` calls) completes a run through `flwr run`; another checkout's
-    SuperLink answers on the ports this environment names, and the launcher must not use it."""
+USER_SERVER_APP = '''"""A user's server_app.py, as in the README: WarmFed with their own strategy for the rounds."""
+
+import json
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAvg
+
+from warmfed_flwr.server import run_experiment
+
+app = ServerApp()
+
+
+def trace(context: Context, **entry) -> None:
+    with open(Path(str(context.run_config["output-dir"])) / "user-trace.jsonl", "a") as out:
+        out.write(json.dumps(entry) + "\\n")
+
+
+class LoggingFedAvg(FedAvg):
+    """Overrides start, as Flower's advanced-pytorch example does, to log before the rounds."""
+
+    def __init__(self, context: Context, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.context = context
+
+    def start(self, grid, initial_arrays, num_rounds=3, timeout=3600, train_config=None, evaluate_config=None,
+              evaluate_fn=None):
+        trace(self.context, event="start", num_rounds=num_rounds, train_config=dict(train_config or {}))
+        return super().start(grid, initial_arrays, num_rounds, timeout, train_config, evaluate_config, evaluate_fn)
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        trace(context, event="evaluate_fn", round=server_round, arrays=len(arrays))
+        return MetricRecord({"user-round": server_round})
+
+    strategy = LoggingFedAvg(context, min_train_nodes=2, min_evaluate_nodes=2, min_available_nodes=2)
+    run_experiment(grid, context.run_config, round_strategy=strategy,
+                   train_config=ConfigRecord({"user-note": 7}), evaluate_fn=evaluate_fn)
+'''
+
+
+def test_a_users_strategy_runs_as_written_through_the_launcher_on_a_superlink_of_its_own(tmp_path, flwr_cli_env):
+    """`python -m warmfed_flwr.launch` (what `make run` calls) completes a run through `flwr run` of a user's app
+    whose server_app.py passes its own FedAvg subclass (start overridden), evaluate_fn and train_config: all
+    three take effect. Meanwhile another checkout's SuperLink answers on the ports this environment names, and
+    the launcher must not use it."""
+    app_dir = tmp_path / "user-app"
+    app_dir.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", app_dir / "pyproject.toml")
+    shutil.copy(ROOT / "client_app.py", app_dir / "client_app.py")
+    (app_dir / "server_app.py").write_text(USER_SERVER_APP)
     foreign = OwnSuperLink()
     env = {**flwr_cli_env, **foreign.env()}
     other = subprocess.Popen(
@@ -143,16 +196,13 @@ def test_the_launcher_completes_a_run_on_a_superlink_of_its_own_and_stops_it(tmp
     try:
         out = tmp_path / "own-run"
         launched = subprocess.run(
-            [sys.executable, "-m", "warmfed_flwr.launch", "--preset", str(ROOT / "conf" / "smoke.toml"),
-             "--run-config", 'method="fedavg"', "--output-dir", str(out)],
+            [sys.executable, "-m", "warmfed_flwr.launch", "--app-dir", str(app_dir), "--preset",
+             str(ROOT / "conf" / "smoke.toml"), "--run-config", 'method="warmfed" rounds=2', "--output-dir", str(out)],
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
         )
         assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
         own_port = int(re.search(r"local SuperLink of its own on port (\d+)", launched.stdout).group(1))
         assert own_port != foreign.http_port
-        results = json.loads((out / "results.json").read_text())
-        assert results["method"] == "fedavg" and len(results["clients"]) == 4
-        assert json.loads((out / "run_config.json").read_text())["output-dir"] == str(out)
         assert OwnSuperLink([own_port, 0]).processes() == []  # stopped with everything it started
         listing = subprocess.run(["flwr", "list", "--format", "json"], env={**env, "FLWR_HOME": str(tmp_path / "other-checkout")},
                                  cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -160,3 +210,28 @@ def test_the_launcher_completes_a_run_on_a_superlink_of_its_own_and_stops_it(tmp
     finally:
         foreign.stop()
         other.wait(timeout=30)
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["method"] == "warmfed" and len(results["clients"]) == 4
+    assert json.loads((out / "run_config.json").read_text())["output-dir"] == str(out)
+    traces = [json.loads(line) for line in (out / "user-trace.jsonl").read_text().splitlines()]
+    assert traces[0] == {"event": "start", "num_rounds": 2, "train_config": {"user-note": 7}}
+    assert [(t["event"], t["round"]) for t in traces[1:]] == [("evaluate_fn", 0), ("evaluate_fn", 1), ("evaluate_fn", 2)]
+    # the strategy's Result is kept, and the app still recorded every client in every round and then distilled
+    metrics = results["strategy_metrics"]
+    assert metrics["evaluate_metrics_serverapp"] == {str(r): {"user-round": r} for r in (0, 1, 2)}
+    assert sorted(metrics["evaluate_metrics_clientapp"]) == ["1", "2"]
+    assert all(0.0 <= m["accuracy"] <= 1.0 for m in metrics["evaluate_metrics_clientapp"].values())
+    assert [r["round"] for r in results["round_history"]] == [1, 2]
+    assert all(len(r["global_acc"]) == 4 for r in results["round_history"])
+    assert [p["name"] for p in results["phases"]][-2:] == ["rounds", "dsd"] and results["failures"] == []
+    assert all(c["personal_acc"] is not None for c in results["clients"])
+
+
+def test_the_readme_server_app_example_imports_and_defines_a_server_app():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Using your own aggregation strategy"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n\n")]
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert isinstance(namespace["app"], ServerApp) and callable(namespace["main"])

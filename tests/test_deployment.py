@@ -49,7 +49,7 @@ def _run_script(args: list[str], timeout: float) -> tuple[int, str]:
 def test_three_authenticated_supernodes_over_tls_complete_a_run_one_dying_one_restarted(three_domain_folder, tmp_path):
     """After discovery SuperNode 1 dies for good and SuperNode 2 dies and is started again with its key."""
     work = tmp_path / "deploy"
-    overrides = (f'method="fedavg" rounds=2 min-clients=2 retry-wait=20 data.name="imagefolder" '
+    overrides = (f'method="fedavg" rounds=1 min-clients=2 retry-wait=20 data.name="imagefolder" '
                  f'data.root="{three_domain_folder}"')
     returncode, output = _run_script(["--supernodes", "3", "--work-dir", str(work), "--run-config", overrides,
                                       "--kill-supernode", "1", "--restart-supernode", "2"], timeout=500)
@@ -58,13 +58,14 @@ def test_three_authenticated_supernodes_over_tls_complete_a_run_one_dying_one_re
     assert re.search(r"^restarted supernode-2 as node \d+", output, flags=re.MULTILINE)
 
     results = json.loads((work / "run" / "results.json").read_text())
-    assert results["method"] == "fedavg" and [r["round"] for r in results["round_history"]] == [1, 2]
+    assert results["method"] == "fedavg" and [r["round"] for r in results["round_history"]] == [1]
     assert sorted(client["partition_id"] for client in results["clients"]) == [0, 1, 2]
-    # the dead SuperNode is a failure of partition 1 in the rounds (which round depends on when it died) ...
+    # the dead SuperNode is a failure of partition 1 in the round's training (and in its evaluation, when the
+    # SuperLink still listed it then) ...
     assert results["failures"] and {f["partition_id"] for f in results["failures"]} == {1}
-    assert all(f["phase"].startswith("rounds-") for f in results["failures"])
+    assert {f["phase"] for f in results["failures"]} == {"rounds-1"}
     assert any(f["reason"].startswith("SuperNode unavailable") for f in results["failures"])
-    # ... the restarted one was asked again once and answered: both live clients in both rounds
+    # ... the restarted one was asked again once and answered: both live clients trained and were evaluated
     assert [(r["partition_id"], r["attempt"]) for r in results["retries"]] == [(2, 1)]
     assert results["retries"][0]["reason"].startswith("SuperNode unavailable")
     assert all(len(r["global_acc"]) == 2 for r in results["round_history"])
@@ -116,7 +117,7 @@ def test_supernodes_with_only_their_own_folders_complete_a_run(three_domain_fold
     work = tmp_path / "deploy"
     returncode, output = _run_script(
         ["--work-dir", str(work), "--node-folders", *map(str, folders), "--isolate-node-folders",
-         "--run-config", "method=\"warmfed\" rounds=1 min-clients=3"], timeout=600,
+         "--run-config", "method=\"warmfed\" rounds=0 min-clients=3"], timeout=600,
     )
     assert returncode == 0, output[-5000:]
     for k, folder in enumerate(folders):

@@ -16,7 +16,7 @@ from warmfed_flwr.federation import ClientInfo, send_phase
 from warmfed_flwr.models import initial_classifier
 from warmfed_flwr.personalize import personalize
 from warmfed_flwr.results import RunRecorder
-from warmfed_flwr.rounds import make_aggregation, run_rounds
+from warmfed_flwr.rounds import StrategyRun, make_aggregation, run_rounds
 from warmfed_flwr.snapshots import SnapshotTaker
 from warmfed_flwr.training import evaluate_accuracy, pick_device, train_supervised
 from warmfed_flwr.transport import model_to_record
@@ -35,8 +35,10 @@ def run_federated(
     run_config: Mapping[str, object],
     num_classes: int,
     checkpoint: Checkpoint,
+    plan: StrategyRun | None = None,
 ) -> None:
-    """fedavg / fedprox for R rounds; fedavg-ft then fine-tunes the final global model on each client.
+    """fedavg / fedprox for R rounds (of `plan`'s strategy when given); fedavg-ft then fine-tunes the final
+    global model on each client.
 
     With `snapshot-rounds`, the results of shorter runs are recorded on the way (warmfed_flwr/snapshots.py).
     """
@@ -46,7 +48,7 @@ def run_federated(
 
     snapshots = SnapshotTaker(recorder, settings.snapshot_rounds, finetune if settings.method == "fedavg-ft" else None)
     arrays = run_rounds(
-        grid, recorder, make_aggregation(settings, len(clients)), initial_arrays(settings, num_classes),
+        grid, recorder, plan or StrategyRun(make_aggregation(settings, len(clients))), initial_arrays(settings, num_classes),
         settings, run_config, checkpoint=checkpoint, after_round=snapshots,
     )
     if settings.method == "fedavg-ft":

@@ -58,6 +58,8 @@ class RunRecorder:
         self.current_phase = ""  # the phase being timed by `phase()`, for records made on the way
         self.tracker: Tracker | None = None  # TensorBoard / MLflow, when the run's `tracking` asks for one
         self.snapshots: list[dict[str, Any]] = []
+        # what the rounds' strategy returned in its Result, by round: {"train_metrics_clientapp": {"1": {...}}, ...}
+        self.strategy_metrics: dict[str, dict[str, dict[str, Any]]] = {}
         self.snapshot_seconds = 0.0  # spent taking snapshots (warmfed_flwr/snapshots.py), not on the run itself
         self._node_to_partition: dict[int, int] = {}
         self._started = time.perf_counter()
@@ -105,6 +107,12 @@ class RunRecorder:
     def clear_failures(self, phase: str, node_ids: set[int]) -> None:
         """Forget the failures of these nodes in `phase`: they answered a later attempt."""
         self.failures = [f for f in self.failures if not (f["phase"] == phase and f["node_id"] in node_ids)]
+
+    def add_strategy_metrics(self, metrics: Mapping[str, Mapping[str, dict[str, Any]]]) -> None:
+        """Keep the metrics of the rounds' strategy's Result (by kind, then round), next to a resumed run's."""
+        for kind, rounds in metrics.items():
+            self.strategy_metrics.setdefault(kind, {}).update(rounds)
+        self.write()
 
     def add_round(self, phase: str, server_round: int, accuracies: Mapping[int, float]) -> None:
         """Record the global model's accuracy per client (by partition id) after a round."""
@@ -200,6 +208,7 @@ class RunRecorder:
         self.failures += [f for f in results["failures"] if f["phase"] != "discover"]
         self.retries += [r for r in results.get("retries", []) if r["phase"] != "discover"]  # older runs: none
         self.snapshots = list(results.get("snapshots", []))  # checkpoints older than snapshots have none
+        self.strategy_metrics = {kind: dict(rounds) for kind, rounds in results.get("strategy_metrics", {}).items()}
         self.write()
 
     def averages(self) -> dict[str, float | None]:
@@ -238,6 +247,7 @@ class RunRecorder:
             "domains": self.domain_averages(),
             "phases": self.phases,
             "round_history": self.round_history,
+            "strategy_metrics": self.strategy_metrics,
             "failures": self.failures,
             "retries": self.retries,
             "snapshots": self.snapshots,

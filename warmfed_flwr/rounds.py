@@ -1,20 +1,25 @@
-"""Federated rounds through any `flwr.serverapp.strategy` aggregation, recorded per client.
+"""Federated rounds through any `flwr.serverapp.strategy.Strategy`, run as written and recorded per client.
 
-`RecordingStrategy` wraps a user's or a built-in Flower strategy: it adds the run config to every
-message, records each client's failures and per-round accuracy, enforces `min-clients`, can
-fine-tune the aggregated model on the server (WarmFed/FGL: on the synthetic pool) after each round,
-and hands each round's global model to a callback (the run's checkpoint).
+The strategy's own `start` drives the rounds, with its `train_config`, `evaluate_config` and
+`evaluate_fn` and whatever it overrides, and returns its `Result` (kept in results.json). The app
+watches the rounds through the Grid it hands to `start` (`RoundsGrid`): it adds the run config to
+every message, numbers the rounds (a resumed run continues the numbering, and so the clients'
+seeds), records each client's failures and per-round accuracy, enforces `min-clients`, passes the
+training replies on in partition order, can fine-tune each round's aggregated model on the server
+(WarmFed/FGL: on the synthetic pool) before any client sees it, and hands each round's global model
+to a callback (the run's checkpoint, snapshots).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from logging import INFO
-from typing import Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Strategy
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 
 from warmfed_flwr.checkpoint import Checkpoint
 from warmfed_flwr.config import Settings
@@ -44,55 +49,126 @@ def make_aggregation(settings: Settings, num_clients: int) -> Strategy:
     return FedAvg(**common)
 
 
-class RecordingStrategy(Strategy):
-    """Delegates aggregation to `inner`; records failures and accuracies; optionally updates on the server.
+@dataclass(frozen=True)
+class StrategyRun:
+    """A Flower strategy and what its `start` takes besides the model and the number of rounds."""
 
-    Flower numbers the rounds of `start` from 1; they are recorded, and passed to `inner`, as rounds
-    `first_round`, `first_round + 1`, ... (a resumed run continues the numbering, and so the clients' seeds).
+    strategy: Strategy
+    train_config: ConfigRecord | None = None
+    evaluate_config: ConfigRecord | None = None
+    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None
+
+
+class RoundsGrid(Grid):
+    """The Grid a strategy's `start` runs its rounds on: records each round as its messages pass.
+
+    A `train` batch opens a round, its `evaluate` batch closes it (or the next `train` batch, or
+    `finish`, for a strategy that does not evaluate). Rounds are numbered from `first_round`.
     """
 
     def __init__(
         self,
-        inner: Strategy,
+        grid: Grid,
         recorder: RunRecorder,
         run_config: Mapping[str, object],
-        min_clients: int,
-        timeout: float,
-        phase: str = "rounds",
+        settings: Settings,
         server_update: ServerUpdate | None = None,
         first_round: int = 1,
         on_round_end: RoundEnd | None = None,
     ) -> None:
-        self.inner = inner
+        self._grid = grid
         self.recorder = recorder
         self.run_config = dict(run_config)
-        self.min_clients = min_clients
-        self.timeout = timeout
-        self.phase = phase
+        self.min_clients = settings.min_clients
+        self.timeout = settings.timeout
         self.server_update = server_update
         self.on_round_end = on_round_end
-        self._offset = first_round - 1
-        self._sent: list[Message] = []
-        self._arrays: ArrayRecord | None = None  # the global model of the round being evaluated
+        self.first_round = first_round
+        self.round = first_round - 1  # the round being run, in the run's numbering
+        self._round_open = False
+        self._global: ArrayRecord | None = None  # the global model the last batch carried
+        self._fine_tuned: dict[int, tuple[ArrayRecord, ArrayRecord]] = {}  # id(aggregated) -> (aggregated, fine-tuned)
 
-    def summary(self) -> None:
-        self.inner.summary()
+    def set_run(self, run):  # type: ignore[no-untyped-def]  # signature fixed by Grid
+        self._grid.set_run(run)
 
-    def _with_run_config(self, messages: Iterable[Message]) -> list[Message]:
+    @property
+    def run(self):  # type: ignore[no-untyped-def]
+        return self._grid.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # type: ignore[no-untyped-def]
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)  # not recorded: Flower's strategies use send_and_receive
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
-        for msg in messages:
-            msg.content[RUN_CONFIG_KEY] = run_config_record(self.run_config)
-        self._sent = messages
-        return messages
-
-    def _record_failures(self, server_round: int, replies: list[Message]) -> list[Message]:
-        good = keep_good_replies(self.recorder, f"{self.phase}-{server_round}", self._sent, replies, self.timeout)
+        if not messages:  # e.g. a strategy that does not evaluate
+            return list(self._grid.send_and_receive(messages, timeout=timeout))
+        kind = messages[0].metadata.message_type.split(".")[0]
+        if kind == MessageType.TRAIN:
+            self._prepare(messages, fine_tune=self.round >= self.first_round)  # round 1's model is not aggregated
+            if self._round_open:  # the previous round had no evaluation: it ends with the model this one starts from
+                self._end_round()
+            self.round += 1
+            self._round_open = True
+            self._set_round(messages)
+        else:
+            self._set_round(messages)
+            self._prepare(messages, fine_tune=kind == MessageType.EVALUATE)
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        good = keep_good_replies(self.recorder, f"rounds-{self.round}", messages, replies, self.timeout)
         if len(good) < self.min_clients:
             raise TooFewClientsError(
-                f"{self.phase} round {server_round}: only {len(good)} clients answered, "
-                f"fewer than min-clients={self.min_clients}"
+                f"rounds round {self.round}: only {len(good)} clients answered, fewer than min-clients={self.min_clients}"
             )
+        if kind == MessageType.TRAIN:
+            return self._in_partition_order(good)
+        if kind == MessageType.EVALUATE:
+            self._record_accuracies(good)
+            self._end_round()
         return good
+
+    def finish(self, result: Result) -> ArrayRecord | None:
+        """The final global model (fine-tuned on the server when it is), once `start` has returned `result`."""
+        if result.arrays is not None:
+            self._global = self._global_model(result.arrays, fine_tune=self.round >= self.first_round)
+        if self._round_open:
+            self._end_round()
+        return self._global
+
+    def _set_round(self, messages: list[Message]) -> None:
+        """Flower numbers the rounds of `start` from 1: the clients see the run's round number."""
+        for content in _contents(messages):
+            for record in content.config_records.values():
+                if "server-round" in record:
+                    record["server-round"] = self.round
+            content[RUN_CONFIG_KEY] = run_config_record(self.run_config)
+
+    def _prepare(self, messages: list[Message], fine_tune: bool) -> None:
+        """Put the global model (fine-tuned on the server after aggregation, when asked) into `messages`."""
+        for content in _contents(messages):
+            for key, arrays in list(content.array_records.items()):
+                content[key] = self._global = self._global_model(arrays, fine_tune)
+
+    def _global_model(self, arrays: ArrayRecord, fine_tune: bool) -> ArrayRecord:
+        """`arrays`, or their server fine-tuned version (made once per aggregated model)."""
+        if self.server_update is None:
+            return arrays
+        known = self._fine_tuned.get(id(arrays))
+        if known is not None and known[0] is arrays:
+            return known[1]
+        if not fine_tune:
+            return arrays
+        self._fine_tuned = {id(arrays): (arrays, self.server_update(arrays))}
+        return self._fine_tuned[id(arrays)][1]
 
     def _in_partition_order(self, replies: list[Message]) -> list[Message]:
         """`replies` sorted by the sending client's partition id (unknown nodes last, by node id).
@@ -107,48 +183,47 @@ class RecordingStrategy(Strategy):
 
         return sorted(replies, key=position)
 
-    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        return self._with_run_config(self.inner.configure_train(server_round + self._offset, arrays, config, grid))
-
-    def aggregate_train(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        server_round += self._offset
-        good = self._in_partition_order(self._record_failures(server_round, list(replies)))
-        arrays, metrics = self.inner.aggregate_train(server_round, good)
-        if arrays is not None and self.server_update is not None:
-            arrays = self.server_update(arrays)
-        return arrays, metrics
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        self._arrays = arrays
-        return self._with_run_config(self.inner.configure_evaluate(server_round + self._offset, arrays, config, grid))
-
-    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        server_round += self._offset
-        good = self._record_failures(server_round, list(replies))
+    def _record_accuracies(self, replies: list[Message]) -> None:
         accuracies: dict[int, float] = {}
-        for reply in good:
+        for reply in replies:
             client = self.recorder.client_of_node(reply.metadata.src_node_id)
-            if client is not None:
+            if client is not None and "metrics" in reply.content and "accuracy" in reply.content["metrics"]:
                 client.global_acc = float(reply.content["metrics"]["accuracy"])
                 accuracies[client.partition_id] = client.global_acc
-        self.recorder.add_round(self.phase, server_round, accuracies)
-        log(INFO, "[%s] round %d: mean global accuracy %.3f", self.phase, server_round,
+        self.recorder.add_round("rounds", self.round, accuracies)
+        log(INFO, "[rounds] round %d: mean global accuracy %.3f", self.round,
             sum(accuracies.values()) / max(len(accuracies), 1))
         self.recorder.write()
-        metrics = self.inner.aggregate_evaluate(server_round, good)
-        if self.on_round_end is not None and self._arrays is not None:
-            self.on_round_end(server_round, self._arrays)
-        return metrics
+
+    def _end_round(self) -> None:
+        self._round_open = False
+        if self.on_round_end is not None and self._global is not None:
+            self.on_round_end(self.round, self._global)
+
+
+def _contents(messages: list[Message]) -> list[RecordDict]:
+    """The distinct contents of `messages` (a strategy usually sends one RecordDict to every node)."""
+    return list({id(msg.content): msg.content for msg in messages}.values())
+
+
+def result_metrics(result: Result, first_round: int) -> dict[str, dict[str, dict[str, Any]]]:
+    """The metrics of a strategy's `Result`, by the run's round numbers (0: the initial model, server side)."""
+
+    def by_round(history: Mapping[int, MetricRecord], offset: int) -> dict[str, dict[str, Any]]:
+        return {str(r + offset if r > 0 else 0): dict(metrics) for r, metrics in sorted(history.items())}
+
+    offset = first_round - 1
+    return {
+        "train_metrics_clientapp": by_round(result.train_metrics_clientapp, offset),
+        "evaluate_metrics_clientapp": by_round(result.evaluate_metrics_clientapp, offset),
+        "evaluate_metrics_serverapp": by_round(result.evaluate_metrics_serverapp, offset),
+    }
 
 
 def run_rounds(
     grid: Grid,
     recorder: RunRecorder,
-    strategy: Strategy,
+    plan: StrategyRun,
     initial: ArrayRecord,
     settings: Settings,
     run_config: Mapping[str, object],
@@ -156,7 +231,8 @@ def run_rounds(
     checkpoint: Checkpoint | None = None,
     after_round: RoundEnd | None = None,
 ) -> ArrayRecord:
-    """Phase `rounds`: `settings.rounds` rounds of `strategy` from `initial`; returns the final global arrays.
+    """Phase `rounds`: `settings.rounds` rounds of the plan's strategy from `initial`, through the strategy's
+    own `start`; returns the final global arrays.
 
     `after_round` gets each round's global model once it is evaluated (e.g. a SnapshotTaker), before
     the round is checkpointed: a run stopped inside it repeats the round.
@@ -167,7 +243,7 @@ def run_rounds(
     """
     if checkpoint is not None and (done := checkpoint.entry("rounds")) is not None:
         return checkpoint.model(done["model"]) if done["model"] else initial
-    resumable = type(strategy) in STATELESS_AGGREGATIONS
+    resumable = type(plan.strategy) in STATELESS_AGGREGATIONS
     last = checkpoint.entry("round") if checkpoint is not None and resumable else None
     first, arrays = (last["round"] + 1, checkpoint.model(last["model"])) if last else (1, initial)
 
@@ -181,14 +257,14 @@ def run_rounds(
             checkpoint.mark("round", recorder, round=server_round, model=name)
         checkpoint.drop_model(f"round-{server_round - 1}")
 
-    recording = RecordingStrategy(
-        strategy, recorder, run_config, settings.min_clients, settings.timeout, "rounds", server_update,
-        first_round=first, on_round_end=end_round,
-    )
+    rounds_grid = RoundsGrid(grid, recorder, run_config, settings, server_update, first, end_round)
     with recorder.phase("rounds"):
-        result = recording.start(
-            grid=grid, initial_arrays=arrays, num_rounds=settings.rounds - first + 1, timeout=settings.timeout
+        result = plan.strategy.start(
+            grid=rounds_grid, initial_arrays=arrays, num_rounds=settings.rounds - first + 1, timeout=settings.timeout,
+            train_config=plan.train_config, evaluate_config=plan.evaluate_config, evaluate_fn=plan.evaluate_fn,
         )
+        final = rounds_grid.finish(result)
+        recorder.add_strategy_metrics(result_metrics(result, first))
     if checkpoint is not None:
         checkpoint.mark("rounds", recorder, model=f"round-{settings.rounds}" if settings.rounds else None)
-    return result.arrays if result.arrays is not None else arrays
+    return final if final is not None else arrays

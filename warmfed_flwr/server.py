@@ -6,10 +6,10 @@ import json
 from datetime import datetime
 from logging import INFO, WARNING
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
-from flwr.app import Context
+from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
@@ -28,6 +28,7 @@ from warmfed_flwr.federation import (
 from warmfed_flwr.generative.export import export_adapter
 from warmfed_flwr.plots import save_accuracy_plot
 from warmfed_flwr.results import RunRecorder, write_json_atomic
+from warmfed_flwr.rounds import StrategyRun
 from warmfed_flwr.strategy import WarmFedStrategy
 from warmfed_flwr.tracking import open_tracker
 
@@ -80,12 +81,19 @@ def warn_if_no_cuda(settings: Settings) -> None:
 
 
 def run_experiment(
-    grid: Grid, run_config: Mapping[str, Any], round_strategy: Strategy | None = None
+    grid: Grid,
+    run_config: Mapping[str, Any],
+    round_strategy: Strategy | None = None,
+    *,
+    train_config: ConfigRecord | None = None,
+    evaluate_config: ConfigRecord | None = None,
+    evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
 ) -> dict[str, Any]:
     """Run one experiment end to end on `grid`; returns the results.json document.
 
-    `round_strategy` replaces the aggregation of WarmFed's/FGL's optional rounds (default: the
-    Flower strategy named by `train.aggregation`).
+    `round_strategy` runs the rounds (WarmFed's and FGL's optional rounds, and those of fedavg, fedprox
+    and fedavg-ft) through its own `start`, which gets `train_config`, `evaluate_config` and
+    `evaluate_fn` (default: the Flower strategy named by `train.aggregation`).
     """
     flat = merge_run_config(run_config)
     settings = Settings.from_run_config(flat)
@@ -98,6 +106,7 @@ def run_experiment(
     node_local = settings.data.name == NODE_LOCAL
     if node_local and settings.method == "centralized":
         raise ConfigError("method=centralized pools the clients' images on the server: it cannot run on node-local data")
+    plan = StrategyRun(round_strategy, train_config, evaluate_config, evaluate_fn) if round_strategy else None
     ray_workers.install()
     recorder.tracker = open_tracker(settings.tracking, out_dir, flat, out_dir.name)
     metered = MeteredGrid(grid, recorder, settings.retries, settings.retry_wait)
@@ -115,11 +124,11 @@ def run_experiment(
         to_clients = with_agreed_classes(flat, class_names) if node_local else flat
         if settings.method in ("warmfed", "fgl"):
             WarmFedStrategy(
-                settings, to_clients, recorder, class_names, round_strategy, use_adapters=settings.method == "warmfed",
+                settings, to_clients, recorder, class_names, plan, use_adapters=settings.method == "warmfed",
                 checkpoint=checkpoint,
             ).run(metered, clients)
         elif settings.method in ("fedavg", "fedprox", "fedavg-ft"):
-            run_federated(metered, recorder, clients, settings, to_clients, num_classes, checkpoint)
+            run_federated(metered, recorder, clients, settings, to_clients, num_classes, checkpoint, plan)
         elif settings.method == "local":
             run_local(metered, recorder, clients, settings, to_clients, num_classes)
         else:

@@ -1,7 +1,7 @@
 """WarmFedStrategy: LoRA adapters -> synthetic warm-start pool -> global model -> optional rounds -> DSD.
 
-Import it into your own `server_app.py` and pass any `flwr.serverapp.strategy.Strategy` as
-`round_strategy` to use your aggregation for the optional FedAvg-style rounds (see README).
+Import it into your own `server_app.py` and pass any `flwr.serverapp.strategy.Strategy` (in a
+`StrategyRun`, with what its `start` takes) to run the optional FedAvg-style rounds with it (see README).
 With `use_adapters=False` it is the FGL baseline: the server generates from the base model with
 class conditioning only, and clients send nothing in the first phase.
 Each phase's result is checkpointed in the run directory; a phase the checkpoint holds is not run again.
@@ -38,7 +38,7 @@ from warmfed_flwr.models import build_classifier, initial_classifier
 from warmfed_flwr.personalize import personalize
 from warmfed_flwr.plots import save_sample_grid, spread
 from warmfed_flwr.results import RunRecorder
-from warmfed_flwr.rounds import make_aggregation, run_rounds
+from warmfed_flwr.rounds import StrategyRun, make_aggregation, run_rounds
 from warmfed_flwr.snapshots import SnapshotTaker
 from warmfed_flwr.training import pick_device, train_supervised
 from warmfed_flwr.transport import load_record_into, model_to_record, record_to_arrays
@@ -91,7 +91,7 @@ class WarmFedStrategy:
         run_config: Mapping[str, object],
         recorder: RunRecorder,
         class_names: tuple[str, ...],
-        round_strategy: Strategy | None = None,
+        round_strategy: StrategyRun | None = None,
         use_adapters: bool = True,
         checkpoint: Checkpoint | None = None,
     ) -> None:
@@ -121,9 +121,9 @@ class WarmFedStrategy:
             snapshots = SnapshotTaker(rec, self.settings.snapshot_rounds, distill)
             if ckpt.entry("rounds") is None and ckpt.entry("round") is None:
                 snapshots(0, arrays)
-            strategy = self.round_strategy or make_aggregation(self.settings, len(clients))
+            plan = self.round_strategy or StrategyRun(make_aggregation(self.settings, len(clients)))
             arrays = run_rounds(
-                grid, rec, strategy, arrays, self.settings, self.run_config, server_update, ckpt,
+                grid, rec, plan, arrays, self.settings, self.run_config, server_update, ckpt,
                 after_round=snapshots,
             )
         ckpt.once("dsd", rec, lambda: distill(arrays, "dsd"))
