@@ -69,18 +69,18 @@ def test_report_shows_mean_and_std_over_seeds(tmp_path):
     assert (tmp_path / "d-accuracy-vs-bytes.png").stat().st_size > 0
 
 
-def test_runner_smoke_two_methods_then_resume_skips_them(tmp_path, flwr_cli_env):
-    """The real runner: 1 seed, 2 methods through `flwr run`; a second call finds both cells done."""
+def test_runner_smoke_then_resume_skips_the_cell(tmp_path, flwr_cli_env):
+    """The real runner: 1 seed, 1 method through `flwr run`; a second call finds the cell done."""
     csv_path = tmp_path / "smoke.csv"
     command = [sys.executable, "-m", "warmfed_flwr.benchmark", "--preset", str(ROOT / "conf" / "smoke.toml"),
-               "--csv", str(csv_path), "--seeds", "0", "--methods", "local", "centralized"]
+               "--csv", str(csv_path), "--seeds", "0", "--methods", "centralized"]
     first = subprocess.run(command, env=flwr_cli_env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     second = subprocess.run(command, env=flwr_cli_env, cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert "2 cells, 0 already" in first.stdout and "2 runs to go" in first.stdout
-    assert "2 cells, 2 already" in second.stdout and "0 runs to go" in second.stdout
+    assert "1 cells, 0 already" in first.stdout and "1 runs to go" in first.stdout
+    assert "1 cells, 1 already" in second.stdout and "0 runs to go" in second.stdout
     rows = read_rows(csv_path)
-    assert {(r["method"], r["metric"]) for r in rows} >= {("local", "personal_acc"), ("centralized", "global_acc")}
+    assert {(r["method"], r["metric"]) for r in rows} >= {("centralized", "global_acc"), ("centralized", "bytes_up")}
     assert "| centralized | 0 | 1 |" in (tmp_path / "smoke-report.md").read_text()
 
 

@@ -10,7 +10,7 @@ from flwr.app import Context, Message
 
 from warmfed_flwr.client import HANDLERS, Handler, build_client_app, message_settings, partition_id
 
-TIMEOUT = 20.0  # seconds; each phase's healthy replies must come within it, also on a loaded CI machine
+TIMEOUT = 15.0  # seconds; each phase's healthy replies must come within it, also on a loaded CI machine
 FAULTY_PHASES = {"train.lora": "lora", "train.default": "rounds-1", "train.dsd": "dsd"}
 
 
