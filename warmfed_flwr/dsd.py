@@ -7,7 +7,10 @@ with g the frozen global model (teacher), s the student (initialised from g), T 
 w(x) = p_g(y|x) the teacher's probability of the true label (mode "confidence"; 1 in mode
 "constant") and lambda(t) = lambda_0 * (1 + cos(pi * t / E)) / 2 over epochs t = 0..E-1 (mode
 "confidence"; constant lambda_0 in mode "constant"; 0 in mode "none", i.e. plain fine-tuning).
-This weighting is warmfed-flwr's interpretation of the paper's DSD (see METHOD.md).
+The paper's full text is not available: this weighting and schedule are warmfed-flwr's own reading
+of its DSD, chosen because distilling only where the global model is right for this client keeps
+what the warm start knows without pulling the student towards the global model's mistakes (README,
+"What is the paper's and what is ours").
 """
 
 from __future__ import annotations
