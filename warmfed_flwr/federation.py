@@ -71,24 +71,11 @@ def infrastructure_fault(reply: Message) -> str | None:
     return f"{INFRASTRUCTURE_ERRORS[reply.error.code]}: {reply.error.reason[:200]}"
 
 
-class MeteredGrid(Grid):
-    """A Grid that meters training bytes per client and asks clients lost to infrastructure faults again.
+class DelegatingGrid(Grid):
+    """A Grid that passes every call on to `grid`: the base of the Grids that watch or change a run's messages."""
 
-    Only `train.*` messages count (LoRA upload, rounds, DSD, local training): discovery and
-    evaluation messages exist to measure the run and would otherwise make a method's cost depend
-    on how often it is evaluated. A message sent again counts again.
-
-    `send_and_receive` (what every phase and Flower's strategies use) resends a message whose reply
-    is an infrastructure error (`INFRASTRUCTURE_ERRORS`), unchanged, up to `retries` times; an
-    offline SuperNode is first given `retry_wait` seconds to come back online. Each retry is
-    recorded (`RunRecorder.add_retry`); the caller sees only the last attempt's reply.
-    """
-
-    def __init__(self, grid: Grid, recorder: RunRecorder, retries: int = 0, retry_wait: float = 60.0) -> None:
+    def __init__(self, grid: Grid) -> None:
         self._grid = grid
-        self._recorder = recorder
-        self._retries = retries
-        self._retry_wait = retry_wait
 
     def set_run(self, run):  # type: ignore[no-untyped-def]  # signature fixed by Grid
         self._grid.set_run(run)
@@ -102,6 +89,35 @@ class MeteredGrid(Grid):
 
     def get_node_ids(self) -> Iterable[int]:
         return self._grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+class MeteredGrid(DelegatingGrid):
+    """A Grid that meters training bytes per client and asks clients lost to infrastructure faults again.
+
+    Only `train.*` messages count (LoRA upload, rounds, DSD, local training): discovery and
+    evaluation messages exist to measure the run and would otherwise make a method's cost depend
+    on how often it is evaluated. A message sent again counts again.
+
+    `send_and_receive` (what every phase and Flower's strategies use) resends a message whose reply
+    is an infrastructure error (`INFRASTRUCTURE_ERRORS`), unchanged, up to `retries` times; an
+    offline SuperNode is first given `retry_wait` seconds to come back online. Each retry is
+    recorded (`RunRecorder.add_retry`); the caller sees only the last attempt's reply.
+    """
+
+    def __init__(self, grid: Grid, recorder: RunRecorder, retries: int = 0, retry_wait: float = 60.0) -> None:
+        super().__init__(grid)
+        self._recorder = recorder
+        self._retries = retries
+        self._retry_wait = retry_wait
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         messages = list(messages)

@@ -23,7 +23,13 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 
 from warmfed_flwr.checkpoint import Checkpoint
 from warmfed_flwr.config import Settings
-from warmfed_flwr.federation import RUN_CONFIG_KEY, TooFewClientsError, keep_good_replies, run_config_record
+from warmfed_flwr.federation import (
+    RUN_CONFIG_KEY,
+    DelegatingGrid,
+    TooFewClientsError,
+    keep_good_replies,
+    run_config_record,
+)
 from warmfed_flwr.results import RunRecorder
 
 ServerUpdate = Callable[[ArrayRecord], ArrayRecord]
@@ -59,9 +65,10 @@ class StrategyRun:
     evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None
 
 
-class RoundsGrid(Grid):
+class RoundsGrid(DelegatingGrid):
     """The Grid a strategy's `start` runs its rounds on: records each round as its messages pass.
 
+    Only `send_and_receive` is watched (Flower's strategies use it); the other calls pass through.
     A `train` batch opens a round, its `evaluate` batch closes it (or the next `train` batch, or
     `finish`, for a strategy that does not evaluate). Rounds are numbered from `first_round`.
     """
@@ -76,7 +83,7 @@ class RoundsGrid(Grid):
         first_round: int = 1,
         on_round_end: RoundEnd | None = None,
     ) -> None:
-        self._grid = grid
+        super().__init__(grid)
         self.recorder = recorder
         self.run_config = dict(run_config)
         self.min_clients = settings.min_clients
@@ -88,25 +95,6 @@ class RoundsGrid(Grid):
         self._round_open = False
         self._global: ArrayRecord | None = None  # the global model the last batch carried
         self._fine_tuned: dict[int, tuple[ArrayRecord, ArrayRecord]] = {}  # id(aggregated) -> (aggregated, fine-tuned)
-
-    def set_run(self, run):  # type: ignore[no-untyped-def]  # signature fixed by Grid
-        self._grid.set_run(run)
-
-    @property
-    def run(self):  # type: ignore[no-untyped-def]
-        return self._grid.run
-
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # type: ignore[no-untyped-def]
-        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
-
-    def get_node_ids(self) -> Iterable[int]:
-        return self._grid.get_node_ids()
-
-    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self._grid.push_messages(messages)  # not recorded: Flower's strategies use send_and_receive
-
-    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._grid.pull_messages(message_ids)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
