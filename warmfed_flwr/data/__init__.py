@@ -18,9 +18,9 @@ import torch
 
 from warmfed_flwr.config import NODE_LOCAL, DataSettings
 from warmfed_flwr.data.errors import DataError
-from warmfed_flwr.data.images import decode, warn_skipped
+from warmfed_flwr.data.images import decoded
 from warmfed_flwr.data.seeding import derived_seed
-from warmfed_flwr.data.types import ClientData, DomainData, DomainSet, ImageSplit, Split
+from warmfed_flwr.data.types import ClientData, DomainData, DomainSet, ImageSplit
 
 if TYPE_CHECKING:
     from warmfed_flwr.data.partition import ClientSlot
@@ -123,15 +123,6 @@ def client_slot(settings: DataSettings, partition_id: int, num_partitions: int |
     if not 0 <= partition_id < total:
         raise DataError(f"client {partition_id} does not exist: data set {settings.name!r} has clients 0..{total - 1}")
     return client_slots(len(domain_names(settings)), total)[partition_id]
-
-
-def decoded(split: Split, image_size: int, where: str) -> ImageSplit:
-    """`split`'s images in memory: image files decoded (uint8; unreadable ones skipped and logged), others as they are."""
-    if isinstance(split, ImageSplit):
-        return split
-    images, skipped = decode(split, image_size)
-    warn_skipped(skipped, where)
-    return images
 
 
 def concatenated(splits: list[ImageSplit]) -> ImageSplit:

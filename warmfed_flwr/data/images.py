@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from warmfed_flwr.data.types import ImageFiles, ImageSplit, source_name
+from warmfed_flwr.data.types import ImageFiles, ImageSplit, Split, source_name
 
 logger = logging.getLogger(__name__)
 
@@ -60,3 +60,12 @@ def warn_skipped(skipped: Sequence[str], where: str) -> None:
     shown = ", ".join(skipped[:SKIPPED_SHOWN])
     more = f" and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
     logger.warning("skipped %d unreadable image file(s) of %s: %s%s", len(skipped), where, shown, more)
+
+
+def decoded(split: Split, image_size: int, where: str) -> ImageSplit:
+    """`split`'s images in memory: image files decoded (uint8; unreadable ones skipped and logged), others as they are."""
+    if isinstance(split, ImageSplit):
+        return split
+    images, skipped = decode(split, image_size)
+    warn_skipped(skipped, where)
+    return images

@@ -22,7 +22,7 @@ import torch
 from warmfed_flwr.config import DataSettings
 from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.imagefolder import check_root, class_image_paths, split_train_test, subfolders
-from warmfed_flwr.data.images import decode, warn_skipped
+from warmfed_flwr.data.images import decoded
 from warmfed_flwr.data.seeding import derived_seed
 from warmfed_flwr.data.types import ClientData, ImageFiles, ImageSplit
 
@@ -98,8 +98,7 @@ def node_client_data(
     where = f"client {partition_id} (data-root {root})"
     splits = []
     for part, files in (("train", folder.train), ("test", folder.test)):
-        images, skipped = decode(files, settings.image_size)
-        warn_skipped(skipped, f"{where}, {part} split")
+        images = decoded(files, settings.image_size, f"{where}, {part} split")
         labels = to_agreed_labels(images.labels, folder.class_names, agreed, where)
         splits.append(ImageSplit(images.images, labels))
     train, test = splits
