@@ -55,6 +55,7 @@ from flwr.common.config import parse_config_args
 
 from warmfed_flwr.config import NODE_LOCAL, ConfigError, Settings
 from warmfed_flwr.launch import FLOWER_ENV, RunFailedError, count_clients, last_run_status, requested_config, toml_value
+from warmfed_flwr.processes import terminate_all
 
 APP_DIR = Path(__file__).resolve().parents[1]
 CONNECTION = "local-tls"
@@ -316,25 +317,14 @@ class Deployment:
                 except psutil.NoSuchProcess:
                     pass
                 process.terminate()
-        for helper in helpers:
-            try:
-                helper.terminate()
-            except psutil.NoSuchProcess:
-                pass
         deadline = time.monotonic() + grace_seconds
+        terminate_all(helpers, grace_seconds)
         for _, process, _ in self.processes:
             try:
                 process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        _, alive = psutil.wait_procs(helpers, timeout=max(0.1, deadline - time.monotonic()))
-        for helper in alive:
-            try:
-                helper.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=grace_seconds)
         while self.processes:
             name, process, log = self.processes.pop(0)
             log.close()

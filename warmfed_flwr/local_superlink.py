@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from warmfed_flwr.processes import terminate_all
+
 HTTP_PORT_VARIABLE = "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"
 CONTROL_PORT_VARIABLE = "FLWR_LOCAL_CONTROL_API_PORT"
 
@@ -64,16 +66,5 @@ class OwnSuperLink:
     def stop(self, grace_seconds: float = 10.0) -> int:
         """Terminate the SuperLink and its processes (SIGKILL after `grace_seconds`); returns how many there were."""
         victims = self.processes()
-        for proc in victims:
-            try:
-                proc.terminate()
-            except psutil.NoSuchProcess:
-                pass
-        _, alive = psutil.wait_procs(victims, timeout=grace_seconds)
-        for proc in alive:
-            try:
-                proc.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=grace_seconds)
+        terminate_all(victims, grace_seconds)
         return len(victims)
