@@ -27,7 +27,7 @@ In DIR (which must be empty or new) it
    as the run has finished discovery, as if that machine died; with min-clients=1 the run must still
    complete, and results.json records the SuperNode as unavailable. With --restart-supernode K it
    kills SuperNode K the same way, waits until the SuperLink reports it offline, and starts it
-   again with the same key (so the same node id): the run asks its client again (`retries`).
+   again with the same key (so the same node id) REBOOT_SECONDS later: the run asks its client again (`retries`).
    Both may be given, for two different SuperNodes, in one run.
 Every process it started is stopped by PID when it ends: on success, on failure, on Ctrl-C and on
 SIGTERM. Logs: DIR/logs/. The number of SuperNodes must equal the number of clients the data is split
@@ -68,6 +68,11 @@ SERVER_CERT_EXTENSIONS = (
     "keyUsage=critical,digitalSignature\n"
     "extendedKeyUsage=serverAuth\n"
 )
+
+# A restarted SuperNode comes back this long after the SuperLink reports it offline, as a machine takes a while to
+# reboot. Sooner, it could pull the message the run sent its dead predecessor before the ServerApp (whose Grid polls
+# for replies every 3 s) has seen the node unavailable: the run would then not see the restart at all.
+REBOOT_SECONDS = 6.0
 
 
 class DeploymentError(RuntimeError):
@@ -408,6 +413,7 @@ def deploy_and_run(
             if restart_supernode is not None:
                 k = restart_supernode
                 deployment.wait_offline(node_ids[k])
+                time.sleep(REBOOT_SECONDS)
                 own = node_folders[k] if node_folders else None
                 deployment.start_supernode(f"supernode-{k}-restarted", keys[k], k, supernodes, own)
                 deployment.wait_online([node_ids[k]])

@@ -49,7 +49,7 @@ def _run_script(args: list[str], timeout: float) -> tuple[int, str]:
 def test_three_authenticated_supernodes_over_tls_complete_a_run_one_dying_one_restarted(three_domain_folder, tmp_path):
     """After discovery SuperNode 1 dies for good and SuperNode 2 dies and is started again with its key."""
     work = tmp_path / "deploy"
-    overrides = (f'method="fedavg" rounds=1 min-clients=2 retry-wait=12 data.name="imagefolder" '
+    overrides = (f'method="fedavg" rounds=1 min-clients=2 retry-wait=20 data.name="imagefolder" '
                  f'data.root="{three_domain_folder}"')
     returncode, output = _run_script(["--supernodes", "3", "--work-dir", str(work), "--run-config", overrides,
                                       "--kill-supernode", "1", "--restart-supernode", "2"], timeout=500)
