@@ -10,8 +10,16 @@ from typing import Any, Callable
 
 import psutil
 import pytest
+from flwr.app import Context, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.simulation import run_simulation
+from flwr.common.config import get_fused_config_from_dir
+from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
+from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+from flwr.simulation.run_simulation import _run_simulation
+from flwr.supercore.constant import NOOP_FEDERATION_ID
+from flwr.supercore.run import Run
+from flwr.supercore.task_identity import TaskIdentity
+from flwr.supercore.telemetry import EventType
 from PIL import Image
 
 from warmfed_flwr.client import app as default_client_app
@@ -35,18 +43,42 @@ def flower_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
     patch.undo()
 
 
+def simulate(client_app: ClientApp, num_supernodes: int, overrides: dict[str, Any]) -> None:
+    """The real ServerApp and `client_app` in a Ray simulation in this process, with the run config `flwr run`
+    would give both: pyproject.toml's `[tool.flwr.app.config]` fused with `overrides` by Flower itself.
+
+    Flower's public `run_simulation` takes no run config (its apps get an empty one), so this calls the
+    function behind it with a `Run` that carries the overrides, as the simulation runtime of `flwr run`
+    does; the `Run` is made as `run_simulation` makes its own (flwr 1.42).
+    """
+    run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
+    run.override_config = dict(overrides)
+    run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
+    run.federation_id = NOOP_FEDERATION_ID
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run.run_id, SUPERLINK_NODE_ID
+    server_context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(),
+                             run_config=get_fused_config_from_dir(ROOT, run.override_config))
+    _run_simulation(
+        num_supernodes=num_supernodes,
+        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+        client_app=client_app,
+        server_app=make_server_app(),
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+        server_app_context=server_context,
+        app_dir=str(ROOT),  # the clients' run config: pyproject.toml here fused with the Run's overrides
+        run=run,
+        is_app=True,
+    )
+
+
 @pytest.fixture
 def run_in_process(tmp_path: Path) -> Callable[..., dict[str, Any]]:
-    """Run the real ServerApp and a ClientApp in-process (Ray simulation); return results.json."""
+    """Run the real ServerApp and a ClientApp in-process (Ray simulation, Flower's fused run config); return
+    results.json."""
 
     def run(overrides: dict[str, Any], num_supernodes: int, client_app: ClientApp = default_client_app) -> dict[str, Any]:
         config = load_preset(ROOT / "conf" / "smoke.toml") | {"output-dir": str(tmp_path / "run")} | overrides
-        run_simulation(
-            make_server_app(config),
-            client_app,
-            num_supernodes=num_supernodes,
-            backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-        )
+        simulate(client_app, num_supernodes, config)
         return json.loads((Path(config["output-dir"]) / "results.json").read_text())
 
     return run

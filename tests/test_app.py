@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 import shutil
 import subprocess
 import sys
@@ -11,14 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.app import Message
+from flwr.app import Context, Message
 from flwr.serverapp import ServerApp
 from PIL import Image
 from safetensors.numpy import load_file
 
 from warmfed_flwr.checkpoint import ARTIFACTS_DIR
 from warmfed_flwr.federation import FederationMismatchError, TooFewClientsError
-from warmfed_flwr.client import HANDLERS, build_client_app, handle_lora, partition_id
+from warmfed_flwr.client import HANDLERS, Handler, build_client_app, handle_lora, partition_id
 from warmfed_flwr.launch import last_run_status, toml_value
 from warmfed_flwr.local_superlink import OwnSuperLink
 from warmfed_flwr.presets import load_preset
@@ -29,8 +30,33 @@ RESULT_KEYS = {"method", "rounds", "seed", "clients", "averages", "phases", "fai
 CLIENT_KEYS = {"partition_id", "domain", "global_acc", "personal_acc", "bytes_up", "bytes_down"}
 
 
-def test_fedavg_in_process(run_in_process):
-    results = run_in_process({"method": "fedavg", "rounds": 2}, num_supernodes=4)
+def recording(handler: Handler, folder: Path) -> Handler:
+    """`handler`, first writing down what the ClientApp got: the message's records and its run config."""
+
+    def record(msg: Message, context: Context) -> Message:
+        seen = {"type": msg.metadata.message_type, "records": sorted(msg.content.keys()),
+                "run_config": dict(context.run_config)}
+        (folder / f"{msg.metadata.message_id}.json").write_text(json.dumps(seen))
+        return handler(msg, context)
+
+    return record
+
+
+def test_fedavg_in_process_clients_read_their_settings_from_the_run_config(run_in_process, tmp_path):
+    seen_dir = tmp_path / "seen"
+    seen_dir.mkdir()
+    app = build_client_app({name: recording(handler, seen_dir) for name, handler in HANDLERS.items()})
+    overrides = {"method": "fedavg", "rounds": 2, "seed": 3, "train.local-epochs": 2}
+    results = run_in_process(overrides, num_supernodes=4, client_app=app)
+    seen = [json.loads(path.read_text()) for path in seen_dir.iterdir()]
+    assert sorted(Counter(s["type"] for s in seen).items()) == [
+        ("evaluate", 8), ("query.info", 4), ("train", 8)  # Flower's strategies send "train", "evaluate"
+    ]
+    # every ClientApp got the server's whole run config from Flower, and messages only their phase's payload
+    assert all(s["run_config"] == json.loads((tmp_path / "run" / "run_config.json").read_text()) for s in seen)
+    assert all(s["run_config"]["seed"] == 3 and s["run_config"]["train.local-epochs"] == 2 for s in seen)
+    payload = {"query.info": [], "train": ["arrays", "config"], "evaluate": ["arrays", "config"]}
+    assert all(s["records"] == payload[s["type"]] for s in seen)
     assert RESULT_KEYS <= results.keys()
     assert [c["domain"] for c in results["clients"]] == ["clean", "inverted", "textured", "thick"]
     for client in results["clients"]:

@@ -1,5 +1,7 @@
 """Config: defaults agree with pyproject.toml, presets parse, bad values name the key."""
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -24,9 +26,22 @@ def test_defaults_build_settings():
     assert s.data.name == "digits-domains" and s.lora.backbone == "tiny"
 
 
+def test_pyproject_and_readme_are_written_from_the_declared_settings(tmp_path):
+    check = [sys.executable, str(ROOT / "scripts" / "write_settings.py"), "--check"]
+    assert subprocess.run(check, cwd=ROOT).returncode == 0
+    for name in ("pyproject.toml", "README.md"):  # a copy whose pyproject.toml no longer matches: named, exit 1
+        text = (ROOT / name).read_text()
+        (tmp_path / name).write_text(text.replace("rank = 8", "rank = 4") if name == "pyproject.toml" else text)
+    stale = subprocess.run([*check, "--root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert stale.returncode == 1 and "pyproject.toml is not current" in stale.stderr and "README" not in stale.stderr
+
+
 @pytest.mark.parametrize("preset", sorted((ROOT / "conf").glob("*.toml")), ids=lambda p: p.name)
 def test_every_preset_parses(preset):
-    Settings.from_run_config(load_preset(preset))
+    flat = load_preset(preset)
+    settings = Settings.from_run_config(flat)
+    assert flat and settings.method == flat.get("method", DEFAULTS["method"])
+    assert settings.rounds == flat.get("rounds", DEFAULTS["rounds"])
 
 
 @pytest.mark.parametrize(

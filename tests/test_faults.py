@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from flwr.app import Context, Message
 
-from warmfed_flwr.client import HANDLERS, Handler, build_client_app, message_settings, partition_id
+from warmfed_flwr.client import HANDLERS, Handler, build_client_app, partition_id, run_settings
 
 TIMEOUT = 15.0  # seconds; each phase's healthy replies must come within it, also on a loaded CI machine
 FAULTY_PHASES = {"train.lora": "lora", "train.default": "rounds-1", "train.dsd": "dsd"}
@@ -22,7 +22,7 @@ def crash_or_hang(message_type: str) -> Handler:
         if partition_id(context) == 1:
             raise RuntimeError(f"simulated crash in {message_type}")
         if partition_id(context) == 2:
-            time.sleep(message_settings(msg).timeout + 2)
+            time.sleep(run_settings(context).timeout + 2)
         return handler(msg, context)
 
     return faulty

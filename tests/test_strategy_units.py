@@ -82,7 +82,7 @@ def test_rounds_aggregate_in_partition_order_whatever_the_arrival_order(tmp_path
     plain = [FedAvg().aggregate_train(1, arrival)[0]["w"].numpy() for arrival in arrivals]
     recorded = []
     for arrival in arrivals:
-        rounds_grid = RoundsGrid(ArrivalGrid(arrival), recorder, {}, settings, first_round=3)
+        rounds_grid = RoundsGrid(ArrivalGrid(arrival), recorder, settings, first_round=3)
         messages = [train_message(node) for node in node_ids]
         recorded.append(FedAvg().aggregate_train(1, rounds_grid.send_and_receive(messages))[0]["w"].numpy())
         assert rounds_grid.round == 3 and messages[0].content["config"]["server-round"] == 3  # the run's numbering
@@ -126,7 +126,7 @@ def test_server_fine_tuning_replaces_each_aggregated_model_once_and_never_the_in
         return ArrayRecord({"w": torch.from_numpy(arrays["w"].numpy() + 1.0)})
 
     settings = Settings.from_run_config({"min-clients": 2})
-    grid = RoundsGrid(EchoGrid(), recorder, {}, settings, server_update=fine_tune,
+    grid = RoundsGrid(EchoGrid(), recorder, settings, server_update=fine_tune,
                       on_round_end=lambda r, arrays: ends.append((r, float(arrays["w"].numpy()[0]))))
     initial, aggregated, last = (ArrayRecord({"w": torch.full((2,), value)}) for value in (0.0, 10.0, 20.0))
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import torch
 from flwr.app import ArrayRecord, RecordDict
 from flwr.serverapp import Grid
@@ -32,7 +30,6 @@ def run_federated(
     recorder: RunRecorder,
     clients: list[ClientInfo],
     settings: Settings,
-    run_config: Mapping[str, object],
     num_classes: int,
     checkpoint: Checkpoint,
     plan: StrategyRun | None = None,
@@ -44,12 +41,12 @@ def run_federated(
     """
 
     def finetune(arrays: ArrayRecord, phase: str) -> None:
-        personalize(grid, recorder, clients, arrays, settings, run_config, dsd_mode="none", phase=phase)
+        personalize(grid, recorder, clients, arrays, settings, dsd_mode="none", phase=phase)
 
     snapshots = SnapshotTaker(recorder, settings.snapshot_rounds, finetune if settings.method == "fedavg-ft" else None)
     arrays = run_rounds(
         grid, recorder, plan or StrategyRun(make_aggregation(settings, len(clients))), initial_arrays(settings, num_classes),
-        settings, run_config, checkpoint=checkpoint, after_round=snapshots,
+        settings, checkpoint=checkpoint, after_round=snapshots,
     )
     if settings.method == "fedavg-ft":
         checkpoint.once("finetune", recorder, lambda: finetune(arrays, "finetune"))
@@ -60,7 +57,6 @@ def run_local(
     recorder: RunRecorder,
     clients: list[ClientInfo],
     settings: Settings,
-    run_config: Mapping[str, object],
     num_classes: int,
 ) -> None:
     """Each client trains alone; its model's mean accuracy over every client's test split is its global accuracy."""
@@ -68,7 +64,7 @@ def run_local(
     with recorder.phase("local"):
         replies = send_phase(
             grid, recorder, "local", "train.local", {c.node_id: RecordDict({"arrays": init}) for c in clients},
-            run_config, settings.timeout, settings.min_clients,
+            settings.timeout, settings.min_clients,
         )
     models: dict[str, ArrayRecord] = {}
     for node_id, content in replies.items():
@@ -79,7 +75,7 @@ def run_local(
     with recorder.phase("cross-evaluate"):
         evaluations = send_phase(
             grid, recorder, "cross-evaluate", "evaluate.cross", {c.node_id: RecordDict(models) for c in clients},
-            run_config, settings.timeout, settings.min_clients,
+            settings.timeout, settings.min_clients,
         )
     for name in models:
         client = recorder.clients[int(name.removeprefix("model-"))]

@@ -21,14 +21,13 @@ from typing import Any, Callable, Mapping
 from flwr.app import ArrayRecord
 
 from warmfed_flwr.artifacts import ArtifactCache
-from warmfed_flwr.config import SERVER_ONLY_KEYS, ConfigError
+from warmfed_flwr.config import RESUME_FREE_KEYS, ConfigError
 from warmfed_flwr.results import RunRecorder, write_json_atomic
 from warmfed_flwr.transport import arrays_to_record, record_to_arrays
 
 CHECKPOINT_FILE = "checkpoint.json"
 ARTIFACTS_DIR = "artifacts"
 RUN_CONFIG_FILE = "run_config.json"
-RESUME_FREE_KEYS = SERVER_ONLY_KEYS  # where a run writes and what it keeps, not what it computes
 _UNSET = "<not set>"
 
 

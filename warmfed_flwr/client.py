@@ -1,8 +1,9 @@
 """The ClientApp: one handler per phase.
 
-Every message carries the run's flat config (see `federation.send_phase`), so a client trains with
-exactly the server's settings. The client's data and the diffusion backbone are cached per process:
-Ray reuses its actor processes across phases.
+A client reads the run's settings from the run config Flower gives it (`context.run_config`:
+pyproject.toml's defaults with the run's overrides, the same on the server and on every SuperNode,
+simulated or real); a message carries only its phase's payload. The client's data and the diffusion
+backbone are cached per process: Ray reuses its actor processes across phases.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.node_local import DATA_ROOT_KEY, DOMAIN_KEY, HELP, node_client_data, read_node_folder
 from warmfed_flwr.data.types import ClientData
 from warmfed_flwr.dsd import train_personalized
-from warmfed_flwr.federation import AGREED_CLASSES_KEY, RUN_CONFIG_KEY
+from warmfed_flwr.federation import AGREED_CLASSES_KEY
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import adapter_config
 from warmfed_flwr.logs import Progress
@@ -33,19 +34,17 @@ from warmfed_flwr.transport import arrays_to_record, load_record_into, model_to_
 Handler = Callable[[Message, Context], Message]
 
 
-def message_settings(msg: Message) -> Settings:
-    """The run's settings as sent by the server with the message."""
-    run_config = dict(msg.content.config_records[RUN_CONFIG_KEY])
-    run_config.pop(AGREED_CLASSES_KEY, None)
-    return Settings.from_run_config(run_config)
+def run_settings(context: Context) -> Settings:
+    """The run's settings, from the run config Flower gives this ClientApp."""
+    return Settings.from_run_config(context.run_config)
 
 
 def agreed_class_names(msg: Message) -> tuple[str, ...]:
     """The class list the server agreed on at discovery (node-local runs send it with every later message)."""
-    names = msg.content.config_records[RUN_CONFIG_KEY].get(AGREED_CLASSES_KEY)
-    if names is None:
+    record = msg.content.config_records.get(AGREED_CLASSES_KEY)
+    if record is None:
         raise ValueError(f"message {msg.metadata.message_type!r} carries no agreed class names ('{AGREED_CLASSES_KEY}')")
-    return tuple(str(name) for name in names)
+    return tuple(str(name) for name in record["class-names"])
 
 
 def partition_id(context: Context) -> int:
@@ -118,7 +117,7 @@ def handle_info(msg: Message, context: Context) -> Message:
     A node-local client lists its folder (nothing decoded) and reports its own class names, from
     which the server agrees on the federation's class list.
     """
-    settings = message_settings(msg)
+    settings = run_settings(context)
     pid = partition_id(context)
     if settings.data.name == NODE_LOCAL:
         folder = read_node_folder(node_data_root(context), settings.data, pid)
@@ -141,7 +140,7 @@ def handle_info(msg: Message, context: Context) -> Message:
 
 def handle_lora(msg: Message, context: Context) -> Message:
     """Fit the LoRA adapter on this client's train split; reply with it, its settings and the label counts."""
-    settings = message_settings(msg)
+    settings = run_settings(context)
     cd = client_data(settings, context, msg)
     backbone = load_backbone(settings.lora)
     start = time.perf_counter()
@@ -172,7 +171,7 @@ def handle_lora(msg: Message, context: Context) -> Message:
 
 def handle_fit_round(msg: Message, context: Context) -> Message:
     """One FedAvg/FedProx/FedAdam round: train the received model on local data, send it back."""
-    settings = message_settings(msg)
+    settings = run_settings(context)
     cd = client_data(settings, context, msg)
     model = global_model(settings, len(cd.class_names), msg)
     config = msg.content.config_records.get("config", ConfigRecord())
@@ -195,7 +194,7 @@ def handle_fit_round(msg: Message, context: Context) -> Message:
 
 def handle_local(msg: Message, context: Context) -> Message:
     """The `local` baseline: train the received initial model on local data alone; reply with it and its accuracy."""
-    settings = message_settings(msg)
+    settings = run_settings(context)
     cd = client_data(settings, context, msg)
     model = global_model(settings, len(cd.class_names), msg)
     device = pick_device()
@@ -216,7 +215,7 @@ def handle_local(msg: Message, context: Context) -> Message:
 
 def handle_dsd(msg: Message, context: Context) -> Message:
     """Personalize the received global model by DSD (mode from the message's config); reply with both accuracies."""
-    settings = message_settings(msg)
+    settings = run_settings(context)
     cd = client_data(settings, context, msg)
     teacher = global_model(settings, len(cd.class_names), msg)
     device = pick_device()
@@ -241,7 +240,7 @@ def handle_dsd(msg: Message, context: Context) -> Message:
 
 def handle_evaluate(msg: Message, context: Context) -> Message:
     """Accuracy of the received global model on this client's test split."""
-    settings = message_settings(msg)
+    settings = run_settings(context)
     cd = client_data(settings, context, msg)
     model = global_model(settings, len(cd.class_names), msg)
     metrics = MetricRecord(
@@ -255,7 +254,7 @@ def handle_evaluate(msg: Message, context: Context) -> Message:
 
 def handle_cross_evaluate(msg: Message, context: Context) -> Message:
     """Accuracy on this client's test split of every model in the message (records named 'model-<pid>')."""
-    settings = message_settings(msg)
+    settings = run_settings(context)
     cd = client_data(settings, context, msg)
     device = pick_device()
     accuracies: dict[str, float] = {}

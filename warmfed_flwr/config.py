@@ -1,8 +1,8 @@
 """Typed, validated settings built from Flower's flat run-config.
 
-Every key here is also declared, with the same default, in `[tool.flwr.app.config]` of
-pyproject.toml (a test keeps the two equal). In-process simulation passes an empty run-config,
-so `Settings.from_run_config` always starts from `DEFAULTS` and overlays what it is given.
+Each key is declared once, in `SETTINGS`; pyproject.toml's `[tool.flwr.app.config]` (what Flower
+fuses with a run's overrides into `context.run_config`) is written from it. `Settings.from_run_config`
+starts from the declared defaults and overlays what it is given, so a partial config also works.
 """
 
 from __future__ import annotations
@@ -22,70 +22,108 @@ BACKBONES = ("tiny", "stable-diffusion")
 LORA_TARGETS = ("all", "attention")
 DSD_MODES = ("confidence", "constant", "none")
 
-# Where the server writes and what it keeps or records on the way, not the run's own numbers: never sent
-# to clients, and free to differ between a run and the run it resumes.
-SERVER_ONLY_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters", "snapshot-rounds", "retries", "retry-wait",
+# Where a run writes and what it keeps or records on the way, not the run's own numbers: free to differ
+# between a run and the run it resumes.
+RESUME_FREE_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters", "snapshot-rounds", "retries", "retry-wait",
                     "tracking")
 TRACKERS = ("none", "tensorboard", "mlflow")
 # The methods that can record snapshots, and their earliest snapshot round (0: after the warm start).
 SNAPSHOT_FIRST_ROUND = {"warmfed": 0, "fgl": 0, "fedavg": 1, "fedprox": 1, "fedavg-ft": 1}
 
-DEFAULTS: dict[str, bool | int | float | str] = {
-    "method": "warmfed",
-    "rounds": 0,
-    "seed": 0,
-    "min-clients": 2,
-    "timeout": 900.0,
-    "retries": 2,
-    "retry-wait": 60.0,
-    "output-dir": "",
-    "cache-dir": "",
-    "resume": "",
-    "keep-adapters": False,
-    "snapshot-rounds": "",
-    "tracking": "none",
-    "data.name": "digits-domains",
-    "data.root": "",
-    "data.image-size": 16,
-    "data.clients-per-domain": "auto",
-    "data.partitioning": "iid",
-    "data.dirichlet-alpha": 0.5,
-    "data.test-fraction": 0.25,
-    "data.min-train-images": 10,
-    "data.classes": "",
-    "model.name": "cnn",
-    "model.pretrained": "none",
-    "train.batch-size": 32,
-    "train.lr": 0.05,
-    "train.local-epochs": 5,
-    "train.local-only-epochs": 30,
-    "train.augment-shift": 1,
-    "train.proximal-mu": 0.01,
-    "train.aggregation": "fedavg",
-    "train.server-lr": 0.01,
-    "lora.backbone": "tiny",
-    "lora.model-path": "",
-    "lora.rank": 8,
-    "lora.alpha": 8,
-    "lora.targets": "all",
-    "lora.steps": 300,
-    "lora.lr": 0.005,
-    "lora.batch-size": 16,
-    "lora.max-bytes": 50_000_000,
-    "lora.send-label-counts": True,
-    "generate.images-per-client": 800,
-    "generate.steps": 10,
-    "generate.guidance": 1.0,
-    "generate.batch-size": 100,
-    "generate.prompt-template": "a photo of a {class}",
-    "server.epochs": 30,
-    "server.round-epochs": 0,
-    "dsd.mode": "confidence",
-    "dsd.lambda": 1.0,
-    "dsd.temperature": 2.0,
-    "dsd.epochs": 15,
-    "dsd.lr": 0.01,
-}
+
+@dataclass(frozen=True)
+class Setting:
+    """One run-config key, declared once: its default (which also fixes its type) and what it means.
+
+    pyproject.toml's `[tool.flwr.app.config]` and the README's configuration table are written from
+    these declarations by `scripts/write_settings.py` (a test keeps both current).
+    """
+
+    key: str
+    default: bool | int | float | str
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("method", "warmfed", "`warmfed`, `fgl`, `fedavg`, `fedprox`, `fedavg-ft`, `local`, `centralized`"),
+    Setting("rounds", 0, "federated rounds (WarmFed/FGL: after the warm start; 0 = one-shot)"),
+    Setting("seed", 0, "seeds data splits, initialisation, LoRA fits and generation"),
+    Setting("min-clients", 2, "a phase goes on without failed clients while at least this many answer"),
+    Setting("timeout", 900.0, "seconds to wait for the replies of one phase or round"),
+    Setting("retries", 2, "a client whose reply is lost to the infrastructure (its Ray worker died, its SuperNode went "
+            "offline, a message went missing) is asked again with the same message up to this many times per phase; "
+            "one that raises, sends a bad adapter or times out is not. Each retry is recorded in results.json "
+            "(`retries`)"),
+    Setting("retry-wait", 60.0, "seconds an offline SuperNode is given to come back (reconnect, as after a restart by "
+            "its supervisor) before its client is counted as failed in that phase"),
+    Setting("output-dir", "", "run directory; empty = `outputs/<date>-<time>` under the working directory"),
+    Setting("cache-dir", "", "reuse adapters and synthetic pools across runs (keyed by every setting that produces "
+            "them); empty = off. Setting it asks to keep the adapters there: they are never deleted"),
+    Setting("resume", "", "an earlier run directory to continue from its last finished phase (see "
+            "[Resuming a run](#resuming-a-run)); empty = off"),
+    Setting("keep-adapters", False, "keep the received adapters in the run directory after the run completes, as "
+            "`adapters/partition-<id>/` in the format diffusers / peft open (default: deleted)"),
+    Setting("snapshot-rounds", "", "e.g. `\"1,5,20\"`: on the way, also record in results.json (`snapshots`) what a "
+            "run stopped after each of these rounds would report, its personalization included (`warmfed`/`fgl`: "
+            "round 0 = one-shot; `fedavg`, `fedprox`, `fedavg-ft`: from round 1); the run's own numbers stay as they "
+            "are. The benchmark uses it"),
+    Setting("tracking", "none", "also `tensorboard` or `mlflow`: record each phase's seconds, each round's accuracy "
+            "per client, the final numbers and figures under the run directory (`tensorboard --logdir "
+            "<run>/tensorboard`, or `mlflow ui --backend-store-uri sqlite:///<run>/mlflow/mlflow.db`); local files "
+            "only, no account. Needs `pip install -e '.[tracking]'`"),
+    Setting("data.name", "digits-domains", "also `imagefolder`, `office-caltech10`, `domainnet`, `camelyon17`, "
+            "`huggingface`, and `node-local` (deployments: each SuperNode reads its own folder, see "
+            "[Deploying on real SuperNodes](#deploying-on-real-supernodes))"),
+    Setting("data.root", "", "data folder (or Hugging Face id) for the non-embedded data sets"),
+    Setting("data.image-size", 16, "images are resized to this size (px)"),
+    Setting("data.clients-per-domain", "auto", "split each domain into K clients; `\"auto\"`: as many clients as "
+            "the federation has SuperNodes, domains shared out as evenly as possible (one per domain for the "
+            "launcher and `make run`)"),
+    Setting("data.partitioning", "iid", "`iid` or `dirichlet` label skew inside a domain"),
+    Setting("data.dirichlet-alpha", 0.5, "Dirichlet concentration"),
+    Setting("data.test-fraction", 0.25, "test share where a data set has no official split"),
+    Setting("data.min-train-images", 10, "a client with fewer training images is an error naming it"),
+    Setting("data.classes", "", "comma-separated class subset (image folders, DomainNet)"),
+    Setting("model.name", "cnn", "`cnn` (small CNN) or `resnet18`"),
+    Setting("model.pretrained", "none", "ResNet-18 initialisation, never downloaded: `none` (seeded random), `auto` "
+            "(ImageNet weights if torchvision's `resnet18-f37072fd.pth` is in torch's hub cache, random otherwise) or "
+            "a `.safetensors` / `.pth` path; the log says which; no effect on `cnn`"),
+    Setting("train.batch-size", 32, "classifier batch size"),
+    Setting("train.lr", 0.05, "classifier SGD learning rate (momentum 0.9, cosine schedule)"),
+    Setting("train.local-epochs", 5, "epochs per federated round on a client"),
+    Setting("train.local-only-epochs", 30, "epochs of the `local` and `centralized` baselines"),
+    Setting("train.augment-shift", 1, "every classifier training (clients, server pool, baselines, DSD) moves each "
+            "image by up to this many pixels (edges repeated); 0 turns augmentation off"),
+    Setting("train.proximal-mu", 0.01, "FedProx mu"),
+    Setting("train.aggregation", "fedavg", "rounds' aggregation: `fedavg`, `fedprox`, `fedadam`"),
+    Setting("train.server-lr", 0.01, "FedAdam server learning rate"),
+    Setting("lora.backbone", "tiny", "`tiny` (shipped) or `stable-diffusion`"),
+    Setting("lora.model-path", "", "base model folder or hub id (tiny: empty = the shipped asset)"),
+    Setting("lora.rank", 8, "LoRA rank (agreed with the server)"),
+    Setting("lora.alpha", 8, "LoRA alpha (agreed with the server)"),
+    Setting("lora.targets", "all", "`all` or `attention` (agreed with the server)"),
+    Setting("lora.steps", 300, "optimizer steps of the client's LoRA fit"),
+    Setting("lora.lr", 0.005, "learning rate of the client's LoRA fit"),
+    Setting("lora.batch-size", 16, "batch size of the client's LoRA fit"),
+    Setting("lora.max-bytes", 50_000_000, "the server rejects a larger adapter"),
+    Setting("lora.send-label-counts", True, "clients report per-class counts with their adapter"),
+    Setting("generate.images-per-client", 800, "synthetic images generated from each adapter"),
+    Setting("generate.steps", 10, "DDIM steps"),
+    Setting("generate.guidance", 1.0, "classifier-free guidance (1.0 = none: half the compute and, measured, the best "
+            "global model; see BENCHMARKS.md)"),
+    Setting("generate.batch-size", 100, "generation batch"),
+    Setting("generate.prompt-template", "a photo of a {class}", "Stable Diffusion class prompt"),
+    Setting("server.epochs", 30, "warm-start training epochs on the synthetic pool"),
+    Setting("server.round-epochs", 0, "server fine-tuning epochs on the pool after each aggregation"),
+    Setting("dsd.mode", "confidence", "`confidence`, `constant`, `none`"),
+    Setting("dsd.lambda", 1.0, "DSD distillation weight"),
+    Setting("dsd.temperature", 2.0, "DSD temperature"),
+    Setting("dsd.epochs", 15, "DSD epochs"),
+    Setting("dsd.lr", 0.01, "learning rate of the personalization (DSD and fedavg-ft fine-tuning); lower than "
+            "`train.lr` because it starts from a trained model"),
+)
+
+DEFAULTS: dict[str, bool | int | float | str] = {setting.key: setting.default for setting in SETTINGS}
 
 
 class ConfigError(ValueError):

@@ -21,29 +21,16 @@ from flwr.common.constant import ErrorCode
 from flwr.common.logger import log
 from flwr.serverapp import Grid
 
-from warmfed_flwr.config import DEFAULTS, SERVER_ONLY_KEYS
 from warmfed_flwr.results import RunRecorder
 from warmfed_flwr.transport import content_bytes
 
-RUN_CONFIG_KEY = "run-config"
-# In node-local runs the class list agreed at discovery travels inside the run-config record of every later message.
-AGREED_CLASSES_KEY = "agreed-class-names"
+# In node-local runs every message after discovery carries the class list agreed at discovery in this record.
+AGREED_CLASSES_KEY = "agreed-classes"
 
 
-def with_agreed_classes(run_config: Mapping[str, object], class_names: tuple[str, ...]) -> dict[str, object]:
-    """`run_config` plus the agreed class names, as the phases send it to node-local clients."""
-    return {**run_config, AGREED_CLASSES_KEY: list(class_names)}
-
-
-def run_config_record(run_config: Mapping[str, object]) -> ConfigRecord:
-    """The keys of the run config that differ from DEFAULTS (the client merges them over its DEFAULTS).
-
-    Server-only keys (output and cache folders, resume, keep-adapters) stay on the server.
-    """
-    return ConfigRecord({
-        k: v for k, v in run_config.items()
-        if k not in SERVER_ONLY_KEYS and (k not in DEFAULTS or v != DEFAULTS[k])
-    })
+def agreed_classes_record(class_names: tuple[str, ...]) -> ConfigRecord:
+    """The record that tells node-local clients the federation's class list (and so their label numbers)."""
+    return ConfigRecord({"class-names": list(class_names)})
 
 
 class TooFewClientsError(RuntimeError):
@@ -111,6 +98,9 @@ class MeteredGrid(DelegatingGrid):
     is an infrastructure error (`INFRASTRUCTURE_ERRORS`), unchanged, up to `retries` times; an
     offline SuperNode is first given `retry_wait` seconds to come back online. Each retry is
     recorded (`RunRecorder.add_retry`); the caller sees only the last attempt's reply.
+
+    Records given to `send_with_every_message` (the agreed class list of a node-local run) are added
+    to every message sent from then on.
     """
 
     def __init__(self, grid: Grid, recorder: RunRecorder, retries: int = 0, retry_wait: float = 60.0) -> None:
@@ -118,9 +108,14 @@ class MeteredGrid(DelegatingGrid):
         self._recorder = recorder
         self._retries = retries
         self._retry_wait = retry_wait
+        self._shared: dict[str, ConfigRecord] = {}
+
+    def send_with_every_message(self, name: str, record: ConfigRecord) -> None:
+        """Add `record`, as `name`, to every message sent from now on."""
+        self._shared[name] = record
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        messages = list(messages)
+        messages = self._with_shared(messages)
         self._count_down(messages)
         return self._grid.push_messages(messages)
 
@@ -130,7 +125,7 @@ class MeteredGrid(DelegatingGrid):
         return replies
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
-        messages = list(messages)
+        messages = self._with_shared(messages)
         self._count_down(messages)
         replies = list(self._grid.send_and_receive(messages, timeout=timeout))
         first_id = {msg.metadata.message_id: msg.metadata.message_id for msg in messages}  # attempt -> caller's id
@@ -180,6 +175,13 @@ class MeteredGrid(DelegatingGrid):
                 return False
             time.sleep(poll_seconds)
         return True
+
+    def _with_shared(self, messages: Iterable[Message]) -> list[Message]:
+        messages = list(messages)
+        for msg in messages:
+            for name, record in self._shared.items():
+                msg.content[name] = record
+        return messages
 
     def _count_down(self, messages: list[Message]) -> None:
         for msg in messages:
@@ -268,21 +270,19 @@ def send_phase(
     phase: str,
     message_type: str,
     contents: Mapping[int, RecordDict],
-    run_config: Mapping[str, object],
     timeout: float,
     min_clients: int,
 ) -> dict[int, RecordDict]:
     """Send one message per node, return the good replies by node id, record every failure.
 
-    Each message also carries the run's flat config, so that every client trains with exactly the
-    settings the server uses (in-process simulation gives ClientApps an empty run-config).
+    A message carries only what its phase needs: every client reads the run's settings from the run
+    config Flower gives it (`context.run_config`), the same as the server's.
     """
     if not contents:
         return {}
-    messages = []
-    for node_id, content in contents.items():
-        content[RUN_CONFIG_KEY] = run_config_record(run_config)
-        messages.append(Message(content=content, dst_node_id=node_id, message_type=message_type))
+    messages = [
+        Message(content=content, dst_node_id=node_id, message_type=message_type) for node_id, content in contents.items()
+    ]
     log(INFO, "[%s] sending %s to %d clients", phase, message_type, len(messages))
     replies = grid.send_and_receive(messages, timeout=timeout)
     good = {
@@ -302,7 +302,6 @@ def _query_info(
     recorder: RunRecorder,
     node_ids: list[int],
     expected: int | None,
-    run_config: Mapping[str, object],
     timeout: float,
 ) -> list[ClientInfo]:
     """Ask `node_ids` which partition they hold; fail fast when a node was started for another split.
@@ -311,7 +310,7 @@ def _query_info(
     `num-partitions` is the federation's size, and every node must give the same.
     """
     replies = send_phase(
-        grid, recorder, "discover", "query.info", {n: RecordDict() for n in node_ids}, run_config, timeout, 0
+        grid, recorder, "discover", "query.info", {n: RecordDict() for n in node_ids}, timeout, 0
     )
     infos = []
     for node_id, content in sorted(replies.items()):
@@ -348,7 +347,6 @@ def discover_clients(
     grid: Grid,
     recorder: RunRecorder,
     expected: int | None,
-    run_config: Mapping[str, object],
     timeout: float,
     min_clients: int,
     wait_seconds: float = 120.0,
@@ -359,7 +357,7 @@ def discover_clients(
     then discovery waits up to `wait_seconds` for the rest and goes on with at least `min_clients`.
     `expected` None: node-local data, the first nodes' `num-partitions` says how many to wait for.
     """
-    infos = _query_info(grid, recorder, wait_for_nodes(grid, 1, wait_seconds), expected, run_config, timeout)
+    infos = _query_info(grid, recorder, wait_for_nodes(grid, 1, wait_seconds), expected, timeout)
     if expected is None:
         expected = infos[0].num_partitions if infos else min_clients
     remaining = wait_for_nodes(grid, expected, wait_seconds)
@@ -369,7 +367,7 @@ def discover_clients(
             f"start the run with --federation-config 'num-supernodes={expected}'"
         )
     asked = {i.node_id for i in infos}
-    infos += _query_info(grid, recorder, [n for n in remaining if n not in asked], expected, run_config, timeout)
+    infos += _query_info(grid, recorder, [n for n in remaining if n not in asked], expected, timeout)
     recorder.clear_failures("discover", {i.node_id for i in infos})  # too slow for the first probe is no failure
     if len(infos) < min_clients:
         raise TooFewClientsError(f"only {len(infos)} of {expected} clients answered discovery (min-clients={min_clients})")

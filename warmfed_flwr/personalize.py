@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Mapping
-
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
@@ -18,7 +16,6 @@ def personalize(
     clients: list[ClientInfo],
     global_arrays: ArrayRecord,
     settings: Settings,
-    run_config: Mapping[str, object],
     dsd_mode: str,
     phase: str = "dsd",
 ) -> None:
@@ -30,7 +27,7 @@ def personalize(
         c.node_id: RecordDict({"arrays": global_arrays, "config": ConfigRecord({"dsd-mode": dsd_mode})})
         for c in clients
     }
-    replies = send_phase(grid, recorder, phase, "train.dsd", contents, run_config, settings.timeout, settings.min_clients)
+    replies = send_phase(grid, recorder, phase, "train.dsd", contents, settings.timeout, settings.min_clients)
     for node_id, content in replies.items():
         client = recorder.client_of_node(node_id)
         if client is None:

@@ -23,13 +23,7 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 
 from warmfed_flwr.checkpoint import Checkpoint
 from warmfed_flwr.config import Settings
-from warmfed_flwr.federation import (
-    RUN_CONFIG_KEY,
-    DelegatingGrid,
-    TooFewClientsError,
-    keep_good_replies,
-    run_config_record,
-)
+from warmfed_flwr.federation import DelegatingGrid, TooFewClientsError, keep_good_replies
 from warmfed_flwr.results import RunRecorder
 
 ServerUpdate = Callable[[ArrayRecord], ArrayRecord]
@@ -77,7 +71,6 @@ class RoundsGrid(DelegatingGrid):
         self,
         grid: Grid,
         recorder: RunRecorder,
-        run_config: Mapping[str, object],
         settings: Settings,
         server_update: ServerUpdate | None = None,
         first_round: int = 1,
@@ -85,7 +78,6 @@ class RoundsGrid(DelegatingGrid):
     ) -> None:
         super().__init__(grid)
         self.recorder = recorder
-        self.run_config = dict(run_config)
         self.min_clients = settings.min_clients
         self.timeout = settings.timeout
         self.server_update = server_update
@@ -138,7 +130,6 @@ class RoundsGrid(DelegatingGrid):
             for record in content.config_records.values():
                 if "server-round" in record:
                     record["server-round"] = self.round
-            content[RUN_CONFIG_KEY] = run_config_record(self.run_config)
 
     def _prepare(self, messages: list[Message], fine_tune: bool) -> None:
         """Put the global model (fine-tuned on the server after aggregation, when asked) into `messages`."""
@@ -214,7 +205,6 @@ def run_rounds(
     plan: StrategyRun,
     initial: ArrayRecord,
     settings: Settings,
-    run_config: Mapping[str, object],
     server_update: ServerUpdate | None = None,
     checkpoint: Checkpoint | None = None,
     after_round: RoundEnd | None = None,
@@ -245,7 +235,7 @@ def run_rounds(
             checkpoint.mark("round", recorder, round=server_round, model=name)
         checkpoint.drop_model(f"round-{server_round - 1}")
 
-    rounds_grid = RoundsGrid(grid, recorder, run_config, settings, server_update, first, end_round)
+    rounds_grid = RoundsGrid(grid, recorder, settings, server_update, first, end_round)
     with recorder.phase("rounds"):
         result = plan.strategy.start(
             grid=rounds_grid, initial_arrays=arrays, num_rounds=settings.rounds - first + 1, timeout=settings.timeout,

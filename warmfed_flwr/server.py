@@ -19,11 +19,12 @@ from warmfed_flwr.baselines import run_centralized, run_federated, run_local
 from warmfed_flwr.checkpoint import Checkpoint, check_resumable
 from warmfed_flwr.config import NODE_LOCAL, ConfigError, Settings, merge_run_config
 from warmfed_flwr.federation import (
+    AGREED_CLASSES_KEY,
     ClientInfo,
     FederationMismatchError,
     MeteredGrid,
+    agreed_classes_record,
     discover_clients,
-    with_agreed_classes,
 )
 from warmfed_flwr.generative.export import export_adapter
 from warmfed_flwr.plots import save_accuracy_plot
@@ -115,22 +116,23 @@ def run_experiment(
             # node-local data or "auto" clients per domain: the SuperNodes' num-partitions says how many
             fixed_split = not node_local and settings.data.clients_per_domain is not None
             expected = data.num_clients(settings.data) if fixed_split else None
-            clients = discover_clients(metered, recorder, expected, flat, settings.timeout, settings.min_clients)
+            clients = discover_clients(metered, recorder, expected, settings.timeout, settings.min_clients)
         if checkpoint.results is not None:
             recorder.take_over(checkpoint.results)
         class_names = agreed_class_names(clients, node_local)
         recorder.class_names = class_names
         num_classes = len(class_names)
-        to_clients = with_agreed_classes(flat, class_names) if node_local else flat
+        if node_local:  # each node numbers its labels by the federation's class list
+            metered.send_with_every_message(AGREED_CLASSES_KEY, agreed_classes_record(class_names))
         if settings.method in ("warmfed", "fgl"):
             WarmFedStrategy(
-                settings, to_clients, recorder, class_names, plan, use_adapters=settings.method == "warmfed",
+                settings, recorder, class_names, plan, use_adapters=settings.method == "warmfed",
                 checkpoint=checkpoint,
             ).run(metered, clients)
         elif settings.method in ("fedavg", "fedprox", "fedavg-ft"):
-            run_federated(metered, recorder, clients, settings, to_clients, num_classes, checkpoint, plan)
+            run_federated(metered, recorder, clients, settings, num_classes, checkpoint, plan)
         elif settings.method == "local":
-            run_local(metered, recorder, clients, settings, to_clients, num_classes)
+            run_local(metered, recorder, clients, settings, num_classes)
         else:
             run_centralized(recorder, clients, settings, num_classes)
     except BaseException:
@@ -162,12 +164,12 @@ def agreed_class_names(clients: list[ClientInfo], node_local: bool = False) -> t
     return names.pop()
 
 
-def make_server_app(overrides: Mapping[str, Any] | None = None) -> ServerApp:
-    """A ServerApp running `run_experiment` with the run-config, overlaid with `overrides` (tests, scripts)."""
+def make_server_app() -> ServerApp:
+    """A ServerApp running `run_experiment` with the run config Flower gives it (the clients get the same)."""
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_experiment(grid, {**dict(context.run_config), **dict(overrides or {})})
+        run_experiment(grid, context.run_config)
 
     return app

@@ -88,7 +88,6 @@ class WarmFedStrategy:
     def __init__(
         self,
         settings: Settings,
-        run_config: Mapping[str, object],
         recorder: RunRecorder,
         class_names: tuple[str, ...],
         round_strategy: StrategyRun | None = None,
@@ -96,7 +95,6 @@ class WarmFedStrategy:
         checkpoint: Checkpoint | None = None,
     ) -> None:
         self.settings = settings
-        self.run_config = dict(run_config)
         self.recorder = recorder
         self.class_names = class_names
         self.round_strategy = round_strategy
@@ -115,7 +113,7 @@ class WarmFedStrategy:
         release_freed_memory()  # the generation and warm-start peak, not held through the rounds and DSD
 
         def distill(global_arrays: ArrayRecord, phase: str) -> None:
-            personalize(grid, rec, clients, global_arrays, self.settings, self.run_config, self.settings.dsd.mode, phase)
+            personalize(grid, rec, clients, global_arrays, self.settings, self.settings.dsd.mode, phase)
 
         if self.settings.rounds > 0:
             snapshots = SnapshotTaker(rec, self.settings.snapshot_rounds, distill)
@@ -123,7 +121,7 @@ class WarmFedStrategy:
                 snapshots(0, arrays)
             plan = self.round_strategy or StrategyRun(make_aggregation(self.settings, len(clients)))
             arrays = run_rounds(
-                grid, rec, plan, arrays, self.settings, self.run_config, server_update, ckpt,
+                grid, rec, plan, arrays, self.settings, server_update, ckpt,
                 after_round=snapshots,
             )
         ckpt.once("dsd", rec, lambda: distill(arrays, "dsd"))
@@ -250,7 +248,7 @@ class WarmFedStrategy:
         s = self.settings
         replies = send_phase(
             grid, self.recorder, "lora", "train.lora", {c.node_id: RecordDict() for c in clients},
-            self.run_config, s.timeout, s.min_clients,
+            s.timeout, s.min_clients,
         )
         expected = load_backbone(s.lora).adapter_shapes(s.lora)
         by_node = {c.node_id: c for c in clients}
