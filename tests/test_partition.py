@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from warmfed_flwr.config import Settings
-from warmfed_flwr.data import DataError, load_all_clients, load_client_data, load_domain_set, num_clients
+from warmfed_flwr.data import DataError, load_client_data, load_domain_set, num_clients
 from warmfed_flwr.data.partition import client_slots, shard_indices, shard_train_test
 
 LABELS = np.repeat(np.arange(10), 30)  # 300 images, 30 per class
@@ -78,7 +78,7 @@ def test_dirichlet_test_shards_follow_each_clients_train_labels() -> None:
 )
 def test_digits_clients_add_up_to_each_domain(clients_per_domain: int, partitioning: str) -> None:
     settings = data_settings(clients_per_domain=clients_per_domain, partitioning=partitioning, min_train_images=5)
-    clients = load_all_clients(settings)
+    clients = [load_client_data(settings, pid, num_clients(settings)) for pid in range(num_clients(settings))]
     assert num_clients(settings) == len(clients) == 4 * clients_per_domain
     for domain in load_domain_set(settings).domains:
         own = [client for client in clients if client.domain == domain.name]

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, Result
@@ -28,13 +29,10 @@ def test_recorder_writes_results_after_each_phase_even_when_it_fails(tmp_path):
     rec = RunRecorder(tmp_path, "warmfed", 0, 1, "digits-domains")
     rec.add_client(0, "clean", node_id=11)
     rec.add_client(1, "thick", node_id=12)
-    try:
-        with rec.phase("lora"):
-            rec.clients[0].personal_acc = 0.5
-            rec.add_failure("lora", 12, "client error: boom")
-            raise RuntimeError("stop")
-    except RuntimeError:
-        pass
+    with pytest.raises(RuntimeError, match="stop"), rec.phase("lora"):
+        rec.clients[0].personal_acc = 0.5
+        rec.add_failure("lora", 12, "client error: boom")
+        raise RuntimeError("stop")
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["phases"][0]["name"] == "lora"
     assert results["failures"] == [

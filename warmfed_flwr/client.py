@@ -14,10 +14,10 @@ from functools import lru_cache
 from typing import Callable, Mapping
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from warmfed_flwr import data
+from warmfed_flwr import data, seeds
 from warmfed_flwr.config import NODE_LOCAL, DataSettings, Settings
 from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.node_local import DATA_ROOT_KEY, DOMAIN_KEY, HELP, node_client_data, read_node_folder
@@ -28,6 +28,7 @@ from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import adapter_config
 from warmfed_flwr.logs import Progress
 from warmfed_flwr.models import build_classifier
+from warmfed_flwr.seeds import client_seed
 from warmfed_flwr.training import evaluate_accuracy, pick_device, train_supervised
 from warmfed_flwr.transport import arrays_to_record, load_record_into, model_to_record
 
@@ -100,11 +101,6 @@ def client_data(settings: Settings, context: Context, msg: Message) -> ClientDat
     return _shared_client_data(settings.data, partition_id(context), num_partitions(context))
 
 
-def client_seed(settings: Settings, pid: int, salt: int) -> int:
-    """A per-client, per-purpose seed derived from the run seed."""
-    return settings.seed * 1_000_003 + pid * 101 + salt
-
-
 def global_model(settings: Settings, num_classes: int, msg: Message) -> torch.nn.Module:
     """The classifier carried by the message's 'arrays' record."""
     model = build_classifier(settings.train.model, num_classes, settings.data.image_size)
@@ -149,7 +145,7 @@ def handle_lora(msg: Message, context: Context) -> Message:
         cd.train.labels,
         cd.class_names,
         settings.lora,
-        client_seed(settings, cd.partition_id, 1),
+        client_seed(settings.seed, cd.partition_id, seeds.LORA_FIT),
         settings.generate.prompt_template,
         progress_label=f"partition {cd.partition_id}",
     )
@@ -183,7 +179,7 @@ def handle_fit_round(msg: Message, context: Context) -> Message:
         settings.train.local_epochs,
         settings.train.lr,
         settings.train.batch_size,
-        client_seed(settings, cd.partition_id, 100 + server_round),
+        client_seed(settings.seed, cd.partition_id, seeds.ROUND + server_round),
         pick_device(),
         proximal_mu=mu,
         max_shift=settings.train.augment_shift,
@@ -204,7 +200,7 @@ def handle_local(msg: Message, context: Context) -> Message:
         settings.train.local_only_epochs,
         settings.train.lr,
         settings.train.batch_size,
-        client_seed(settings, cd.partition_id, 2),
+        client_seed(settings.seed, cd.partition_id, seeds.LOCAL_TRAINING),
         device,
         max_shift=settings.train.augment_shift,
         progress=Progress(f"[local] partition {cd.partition_id}", settings.train.local_only_epochs, unit="epoch"),
@@ -225,7 +221,7 @@ def handle_dsd(msg: Message, context: Context) -> Message:
         dsd = replace(dsd, mode=str(config["dsd-mode"]))
     global_acc = evaluate_accuracy(teacher, cd.test, device)
     student = train_personalized(
-        teacher, cd.train, dsd, settings.train.batch_size, client_seed(settings, cd.partition_id, 3), device,
+        teacher, cd.train, dsd, settings.train.batch_size, client_seed(settings.seed, cd.partition_id, seeds.DSD), device,
         max_shift=settings.train.augment_shift, progress_label=f"partition {cd.partition_id}",
     )
     metrics = MetricRecord(

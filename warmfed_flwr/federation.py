@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from logging import INFO, WARNING
 from typing import Iterable, Mapping
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.constant import ErrorCode
-from flwr.common.logger import log
 from flwr.serverapp import Grid
 
+from warmfed_flwr.logs import logger
 from warmfed_flwr.results import RunRecorder
 from warmfed_flwr.transport import content_bytes
 
@@ -156,12 +155,12 @@ class MeteredGrid(DelegatingGrid):
         """A copy of `original` to send once more, recorded as a retry; None if its SuperNode stays offline."""
         node_id = original.metadata.dst_node_id
         if fault.startswith(INFRASTRUCTURE_ERRORS[ErrorCode.NODE_UNAVAILABLE]) and not self._wait_online(node_id):
-            log(WARNING, "[retry] node %d did not come back online; not asked again", node_id)
+            logger.warning("[retry] node %d did not come back online; not asked again", node_id)
             return None
         self._recorder.add_retry(node_id, original.metadata.message_type, attempt, fault)
         client = self._recorder.client_of_node(node_id)
         who = f"partition {client.partition_id}" if client is not None else f"node {node_id}"
-        log(WARNING, "[retry] %s lost to the infrastructure (%s); asking again (%d of %d)",
+        logger.warning("[retry] %s lost to the infrastructure (%s); asking again (%d of %d)",
             who, fault.split(":")[0], attempt, self._retries)
         metadata = original.metadata
         return Message(content=original.content, dst_node_id=node_id, message_type=metadata.message_type,
@@ -255,12 +254,12 @@ def keep_good_replies(
         if reply.has_error():
             reason = failure_reason(reply)
             recorder.add_failure(phase, node_id, reason)
-            log(WARNING, "[%s] node %d failed: %s", phase, node_id, reason)
+            logger.warning("[%s] node %d failed: %s", phase, node_id, reason)
         else:
             good.append(reply)
     for node_id in sorted(set(destination.values()) - answered):
         recorder.add_failure(phase, node_id, f"no reply within {timeout:g} s")
-        log(WARNING, "[%s] node %d did not reply within %g s", phase, node_id, timeout)
+        logger.warning("[%s] node %d did not reply within %g s", phase, node_id, timeout)
     return good
 
 
@@ -283,7 +282,7 @@ def send_phase(
     messages = [
         Message(content=content, dst_node_id=node_id, message_type=message_type) for node_id, content in contents.items()
     ]
-    log(INFO, "[%s] sending %s to %d clients", phase, message_type, len(messages))
+    logger.info("[%s] sending %s to %d clients", phase, message_type, len(messages))
     replies = grid.send_and_receive(messages, timeout=timeout)
     good = {
         reply.metadata.src_node_id: reply.content
@@ -376,6 +375,6 @@ def discover_clients(
         raise FederationMismatchError(f"two SuperNodes claim the same partition-id: {sorted(seen)}")
     infos.sort(key=lambda i: i.partition_id)
     for info in infos:
-        recorder.add_client(info.partition_id, info.domain, info.node_id)
-    log(INFO, "[discover] %d clients: %s", len(infos), ", ".join(f"{i.partition_id}:{i.domain}" for i in infos))
+        recorder.add_client(info.partition_id, info.domain, info.node_id, info.num_test)
+    logger.info("[discover] %d clients: %s", len(infos), ", ".join(f"{i.partition_id}:{i.domain}" for i in infos))
     return infos

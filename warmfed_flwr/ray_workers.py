@@ -15,10 +15,9 @@ nothing where Ray or Flower's Ray backend is absent (a deployment's SuperLink).
 from __future__ import annotations
 
 import threading
-from logging import WARNING
+from warmfed_flwr.logs import logger
 from typing import Any
 
-from flwr.common.logger import log
 
 _installed = threading.Lock()
 _MARK = "_warmfed_replaces_dead_workers"
@@ -51,7 +50,7 @@ def install() -> None:
             except ray.exceptions.RayActorError as error:
                 dead = getattr(error, "actor_id", None)
                 if dead and self.pool is not None and replace_dead_worker(self.pool, dead):
-                    log(WARNING, "[workers] a Ray worker died (%s); a new worker replaces it",
+                    logger.warning("[workers] a Ray worker died (%s); a new worker replaces it",
                         type(error).__name__)
                 raise
 

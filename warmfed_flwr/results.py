@@ -22,6 +22,7 @@ class ClientResult:
     partition_id: int
     domain: str
     node_id: int
+    num_test: int = 0  # the client's test images, which its accuracies are shares of
     global_acc: float | None = None
     personal_acc: float | None = None
     bytes_up: int = 0
@@ -65,9 +66,9 @@ class RunRecorder:
         self._started = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    def add_client(self, partition_id: int, domain: str, node_id: int) -> ClientResult:
+    def add_client(self, partition_id: int, domain: str, node_id: int, num_test: int = 0) -> ClientResult:
         """Register a client found at discovery."""
-        result = ClientResult(partition_id=partition_id, domain=domain, node_id=node_id)
+        result = ClientResult(partition_id=partition_id, domain=domain, node_id=node_id, num_test=num_test)
         self.clients[partition_id] = result
         self._node_to_partition[node_id] = partition_id
         return result

@@ -13,17 +13,16 @@ to a callback (the run's checkpoint, snapshots).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from logging import INFO
 from typing import Any, Callable, Iterable, Mapping
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 
 from warmfed_flwr.checkpoint import Checkpoint
 from warmfed_flwr.config import Settings
 from warmfed_flwr.federation import DelegatingGrid, TooFewClientsError, keep_good_replies
+from warmfed_flwr.logs import logger
 from warmfed_flwr.results import RunRecorder
 
 ServerUpdate = Callable[[ArrayRecord], ArrayRecord]
@@ -170,7 +169,7 @@ class RoundsGrid(DelegatingGrid):
                 client.global_acc = float(reply.content["metrics"]["accuracy"])
                 accuracies[client.partition_id] = client.global_acc
         self.recorder.add_round("rounds", self.round, accuracies)
-        log(INFO, "[rounds] round %d: mean global accuracy %.3f", self.round,
+        logger.info("[rounds] round %d: mean global accuracy %.3f", self.round,
             sum(accuracies.values()) / max(len(accuracies), 1))
         self.recorder.write()
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
-from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
@@ -27,6 +25,7 @@ from warmfed_flwr.federation import (
     discover_clients,
 )
 from warmfed_flwr.generative.export import export_adapter
+from warmfed_flwr.logs import logger
 from warmfed_flwr.plots import save_accuracy_plot
 from warmfed_flwr.results import RunRecorder, write_json_atomic
 from warmfed_flwr.rounds import StrategyRun
@@ -48,7 +47,7 @@ def open_checkpoint(out_dir: Path, settings: Settings, flat: Mapping[str, Any]) 
     source = Path(settings.resume).expanduser().resolve()
     check_resumable(source, flat)
     checkpoint = Checkpoint.resume(out_dir, source)
-    log(INFO, "resuming %s: finished phases %s", source, [entry["phase"] for entry in checkpoint.finished])
+    logger.info("resuming %s: finished phases %s", source, [entry["phase"] for entry in checkpoint.finished])
     return checkpoint
 
 
@@ -60,10 +59,10 @@ def finish_adapters(checkpoint: Checkpoint, settings: Settings, out_dir: Path) -
         stored = checkpoint.store.load_adapters(done["key"], done["partitions"]) or {}
         for pid, (adapter, _) in sorted(stored.items()):
             export_adapter(settings.lora.backbone, adapter, out_dir / "adapters" / f"partition-{pid}")
-        log(INFO, "kept %d received adapters in %s (keep-adapters=true)", len(stored), out_dir / "adapters")
+        logger.info("kept %d received adapters in %s (keep-adapters=true)", len(stored), out_dir / "adapters")
     deleted = checkpoint.delete_adapters()
     if deleted and not settings.keep_adapters:
-        log(INFO, "deleted %d received adapters from the run directory (keep-adapters=false)", deleted)
+        logger.info("deleted %d received adapters from the run directory (keep-adapters=false)", deleted)
 
 
 # Measured with scripts/gpu_phase_costs.py --lora-only (BENCHMARKS.md): one LoRA step of Stable Diffusion 1.5's
@@ -78,7 +77,7 @@ NO_CUDA_WARNING = (
 def warn_if_no_cuda(settings: Settings) -> None:
     """Say once, at the start, that a Stable Diffusion run will be slow without CUDA."""
     if settings.lora.backbone == "stable-diffusion" and not torch.cuda.is_available():
-        log(WARNING, NO_CUDA_WARNING)
+        logger.warning(NO_CUDA_WARNING)
 
 
 def run_experiment(
@@ -102,7 +101,7 @@ def run_experiment(
     checkpoint = open_checkpoint(out_dir, settings, flat)  # first: the run directory may be the one resumed
     recorder = RunRecorder(out_dir, settings.method, settings.rounds, settings.seed, settings.data.name)
     write_json_atomic(out_dir / "run_config.json", flat)
-    log(INFO, "warmfed-flwr: method=%s rounds=%d seed=%d -> %s", settings.method, settings.rounds, settings.seed, out_dir)
+    logger.info("warmfed-flwr: method=%s rounds=%d seed=%d -> %s", settings.method, settings.rounds, settings.seed, out_dir)
     warn_if_no_cuda(settings)
     node_local = settings.data.name == NODE_LOCAL
     if node_local and settings.method == "centralized":

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from logging import INFO, WARNING
 from typing import Mapping
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, RecordDict
-from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
-from warmfed_flwr import data
+from warmfed_flwr import data, seeds
 from warmfed_flwr.artifacts import ArtifactCache, adapter_key, base_source_key, cache_key, pool_key
 from warmfed_flwr.checkpoint import Checkpoint, ResumeError
 from warmfed_flwr.config import Settings
@@ -33,11 +31,12 @@ from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import AdapterError, adapter_bytes, validate_adapter
 from warmfed_flwr.generative.base import Adapter
 from warmfed_flwr.heap import release_freed_memory
-from warmfed_flwr.logs import Progress
+from warmfed_flwr.logs import Progress, logger
 from warmfed_flwr.models import build_classifier, initial_classifier
 from warmfed_flwr.personalize import personalize
 from warmfed_flwr.plots import save_sample_grid, spread
 from warmfed_flwr.results import RunRecorder
+from warmfed_flwr.seeds import client_seed
 from warmfed_flwr.rounds import StrategyRun, make_aggregation, run_rounds
 from warmfed_flwr.snapshots import SnapshotTaker
 from warmfed_flwr.training import pick_device, train_supervised
@@ -220,7 +219,7 @@ class WarmFedStrategy:
             counts = info["label_counts"] if self.settings.lora.send_label_counts else None
             adapters.append(ClientAdapter(client, arrays, counts))
         self.recorder.add_cached_phase("lora", float(next(iter(cached.values()))[1]["phase_seconds"]))
-        log(INFO, "[lora] reusing %d cached adapters from %s", len(adapters), self.cache.root if self.cache else "")
+        logger.info("[lora] reusing %d cached adapters from %s", len(adapters), self.cache.root if self.cache else "")
         return adapters
 
     def pool_for(self, sources: list[Source], source_key: str) -> list[tuple[ClientInfo, ImageSplit]]:
@@ -263,7 +262,7 @@ class WarmFedStrategy:
                 )
             except (AdapterError, KeyError) as err:
                 self.recorder.add_failure("lora", node_id, f"adapter rejected: {err}")
-                log(WARNING, "[lora] adapter of %s rejected: %s", name, err)
+                logger.warning("[lora] adapter of %s rejected: %s", name, err)
                 continue
             metrics = content["metrics"]
             counts = [int(v) for v in metrics["label-counts"]] if "label-counts" in metrics else None
@@ -286,8 +285,8 @@ class WarmFedStrategy:
         shares, phase = [], Progress("[warmstart] all clients", len(sources), unit="client")
         for i, (client, adapter, counts) in enumerate(sources):
             wanted = labels_for_client(counts, len(self.class_names), s.generate.images_per_client)
-            seed = s.seed * 1_000_003 + client.partition_id * 101 + 7
-            log(INFO, "[warmstart] generating %d images for partition %d (%s), %d of %d clients",
+            seed = client_seed(s.seed, client.partition_id, seeds.GENERATION)
+            logger.info("[warmstart] generating %d images for partition %d (%s), %d of %d clients",
                 len(wanted), client.partition_id, client.domain, i + 1, len(sources))
             generated = backbone.generate(wanted, self.class_names, adapter, s.generate, s.data.image_size, seed,
                                           progress_label=f"partition {client.partition_id}")

@@ -5,9 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-METRICS = ("global_acc", "personal_acc", "personal_acc_min", "bytes_up", "bytes_down", "seconds")
-
-
 @dataclass(frozen=True)
 class Entry:
     """One run per seed: a label for the table, the app's method key, its rounds and extra keys.

@@ -32,7 +32,6 @@ __all__ = [
     "DomainSet",
     "ImageSplit",
     "domain_names",
-    "load_all_clients",
     "load_client_data",
     "load_domain_set",
     "num_clients",
@@ -164,9 +163,3 @@ def load_client_data(settings: DataSettings, partition_id: int, num_partitions: 
             "or data.dirichlet-alpha"
         )
     return client
-
-
-def load_all_clients(settings: DataSettings, num_partitions: int | None = None) -> list[ClientData]:
-    """Every client's data, in client-id order."""
-    total = num_clients(settings, num_partitions)
-    return [load_client_data(settings, partition_id, total) for partition_id in range(total)]

@@ -18,7 +18,6 @@ from safetensors.numpy import save_file
 from warmfed_flwr.config import LoraSettings
 
 CONFIG_METADATA_KEY = "warmfed.adapter-config"
-AGREED_CONFIG_KEYS = ("backbone", "rank", "alpha", "targets")
 
 
 class AdapterError(ValueError):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import logging
 import math
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -37,9 +36,8 @@ from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_mo
 from warmfed_flwr.config import DEFAULTS, GenerateSettings, LoraSettings
 from warmfed_flwr.generative.base import Adapter
 from warmfed_flwr.generative.lora_targets import adapter_lora_config, fold_lora_scaling, lora_config
-from warmfed_flwr.logs import Progress
+from warmfed_flwr.logs import Progress, logger
 
-logger = logging.getLogger(__name__)
 
 DEFAULT_PROMPT_TEMPLATE = str(DEFAULTS["generate.prompt-template"])
 PROMPT_DROPOUT = 0.1
