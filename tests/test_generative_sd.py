@@ -217,7 +217,7 @@ def test_out_of_memory_halves_the_batch_and_warns(
         return forward(sample, *args, **kwargs)
 
     monkeypatch.setattr(unet, "forward", forward_fitting_two_prompts)
-    with caplog.at_level(logging.WARNING, logger="warmfed_flwr.generative.stable_diffusion"):
+    with caplog.at_level(logging.WARNING, logger="flwr"):
         images = backbone.generate(labels, CLASSES, None, SETTINGS.generate, RESOLUTION, seed=2)
 
     torch.testing.assert_close(images, expected, atol=TOLERANCE, rtol=0)
