@@ -28,11 +28,11 @@ import torch
 
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.dsd import train_personalized
+from warmfed_flwr.learning.dsd import train_personalized
 from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone
-from warmfed_flwr.models import build_classifier
-from warmfed_flwr.training import pick_device, train_supervised
+from warmfed_flwr.learning.models import build_classifier
+from warmfed_flwr.learning.training import pick_device, train_supervised
 
 CLASS_NAMES = ("airplane", "alarm_clock", "bicycle")
 CLIENTS = 2

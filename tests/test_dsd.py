@@ -8,8 +8,8 @@ from torch.nn import functional as F
 
 from warmfed_flwr.config import DsdSettings
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.dsd import distillation_weight, dsd_loss, train_personalized
-from warmfed_flwr.models import build_classifier
+from warmfed_flwr.learning.dsd import distillation_weight, dsd_loss, train_personalized
+from warmfed_flwr.learning.models import build_classifier
 
 
 def _logits(seed, n=8, c=5):

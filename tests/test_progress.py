@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from warmfed_flwr.logs import Progress
-from warmfed_flwr.training import run_epochs
+from warmfed_flwr.learning.training import run_epochs
 from warmfed_flwr.data.types import ImageSplit
 
 

@@ -3,8 +3,8 @@
 import torch
 
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.models import build_classifier
-from warmfed_flwr.training import evaluate_accuracy, random_shift, run_epochs, train_supervised
+from warmfed_flwr.learning.models import build_classifier
+from warmfed_flwr.learning.training import evaluate_accuracy, random_shift, run_epochs, train_supervised
 
 
 def _separable(n=200, classes=4, seed=0):

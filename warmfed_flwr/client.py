@@ -22,15 +22,15 @@ from warmfed_flwr.config import NODE_LOCAL, DataSettings, Settings
 from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.node_local import DATA_ROOT_KEY, DOMAIN_KEY, HELP, node_client_data, read_node_folder
 from warmfed_flwr.data.types import ClientData
-from warmfed_flwr.dsd import train_personalized
-from warmfed_flwr.federation import AGREED_CLASSES_KEY
+from warmfed_flwr.learning.dsd import train_personalized
+from warmfed_flwr.run.federation import AGREED_CLASSES_KEY
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import adapter_config
 from warmfed_flwr.logs import Progress
-from warmfed_flwr.models import build_classifier
+from warmfed_flwr.learning.models import build_classifier
 from warmfed_flwr.seeds import client_seed
-from warmfed_flwr.training import evaluate_accuracy, pick_device, train_supervised
-from warmfed_flwr.transport import arrays_to_record, load_record_into, model_to_record
+from warmfed_flwr.learning.training import evaluate_accuracy, pick_device, train_supervised
+from warmfed_flwr.run.transport import arrays_to_record, load_record_into, model_to_record
 
 Handler = Callable[[Message, Context], Message]
 

@@ -20,8 +20,8 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from warmfed_flwr.logs import logger
-from warmfed_flwr.results import RunRecorder
-from warmfed_flwr.transport import content_bytes
+from warmfed_flwr.run.results import RunRecorder
+from warmfed_flwr.run.transport import content_bytes
 
 # In node-local runs every message after discovery carries the class list agreed at discovery in this record.
 AGREED_CLASSES_KEY = "agreed-classes"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 if TYPE_CHECKING:
-    from warmfed_flwr.tracking import Tracker
+    from warmfed_flwr.run.tracking import Tracker
 
 
 @dataclass
@@ -61,7 +61,7 @@ class RunRecorder:
         self.snapshots: list[dict[str, Any]] = []
         # what the rounds' strategy returned in its Result, by round: {"train_metrics_clientapp": {"1": {...}}, ...}
         self.strategy_metrics: dict[str, dict[str, dict[str, Any]]] = {}
-        self.snapshot_seconds = 0.0  # spent taking snapshots (warmfed_flwr/snapshots.py), not on the run itself
+        self.snapshot_seconds = 0.0  # spent taking snapshots (warmfed_flwr/run/snapshots.py), not on the run itself
         self._node_to_partition: dict[int, int] = {}
         self._started = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ from torch.nn import functional as F
 from warmfed_flwr.config import DsdSettings
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.logs import Progress
-from warmfed_flwr.training import run_epochs
+from warmfed_flwr.learning.training import run_epochs
 
 
 def distillation_weight(lambda0: float, epoch: int, epochs: int, mode: str) -> float:

@@ -7,17 +7,17 @@ from flwr.app import ArrayRecord, RecordDict
 from flwr.serverapp import Grid
 
 from warmfed_flwr import data
-from warmfed_flwr.checkpoint import Checkpoint
+from warmfed_flwr.run.checkpoint import Checkpoint
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.federation import ClientInfo, send_phase
-from warmfed_flwr.models import initial_classifier
-from warmfed_flwr.personalize import personalize
-from warmfed_flwr.results import RunRecorder
-from warmfed_flwr.rounds import StrategyRun, make_aggregation, run_rounds
-from warmfed_flwr.snapshots import SnapshotTaker
-from warmfed_flwr.training import evaluate_accuracy, pick_device, train_supervised
-from warmfed_flwr.transport import model_to_record
+from warmfed_flwr.run.federation import ClientInfo, send_phase
+from warmfed_flwr.learning.models import initial_classifier
+from warmfed_flwr.phases.personalize import personalize
+from warmfed_flwr.run.results import RunRecorder
+from warmfed_flwr.phases.rounds import StrategyRun, make_aggregation, run_rounds
+from warmfed_flwr.run.snapshots import SnapshotTaker
+from warmfed_flwr.learning.training import evaluate_accuracy, pick_device, train_supervised
+from warmfed_flwr.run.transport import model_to_record
 
 
 def initial_arrays(settings: Settings, num_classes: int) -> ArrayRecord:
@@ -37,7 +37,7 @@ def run_federated(
     """fedavg / fedprox for R rounds (of `plan`'s strategy when given); fedavg-ft then fine-tunes the final
     global model on each client.
 
-    With `snapshot-rounds`, the results of shorter runs are recorded on the way (warmfed_flwr/snapshots.py).
+    With `snapshot-rounds`, the results of shorter runs are recorded on the way (warmfed_flwr/run/snapshots.py).
     """
 
     def finetune(arrays: ArrayRecord, phase: str) -> None:

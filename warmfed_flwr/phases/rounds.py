@@ -19,11 +19,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 
-from warmfed_flwr.checkpoint import Checkpoint
+from warmfed_flwr.run.checkpoint import Checkpoint
 from warmfed_flwr.config import Settings
-from warmfed_flwr.federation import DelegatingGrid, TooFewClientsError, keep_good_replies
+from warmfed_flwr.run.federation import DelegatingGrid, TooFewClientsError, keep_good_replies
 from warmfed_flwr.logs import logger
-from warmfed_flwr.results import RunRecorder
+from warmfed_flwr.run.results import RunRecorder
 
 ServerUpdate = Callable[[ArrayRecord], ArrayRecord]
 RoundEnd = Callable[[int, ArrayRecord], None]

@@ -6,7 +6,7 @@ With `use_adapters=False` it is the FGL baseline: the server generates from the 
 class conditioning only, and clients send nothing in the first phase.
 Each phase's result is checkpointed in the run directory; a phase the checkpoint holds is not run again.
 With `snapshot-rounds`, the results of shorter runs (round 0: one-shot) are recorded on the way
-(warmfed_flwr/snapshots.py).
+(warmfed_flwr/run/snapshots.py).
 """
 
 from __future__ import annotations
@@ -22,25 +22,25 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from warmfed_flwr import data, seeds
-from warmfed_flwr.artifacts import ArtifactCache, adapter_key, base_source_key, cache_key, pool_key
-from warmfed_flwr.checkpoint import Checkpoint, ResumeError
+from warmfed_flwr.run.artifacts import ArtifactCache, adapter_key, base_source_key, cache_key, pool_key
+from warmfed_flwr.run.checkpoint import Checkpoint, ResumeError
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit, pixels_as
-from warmfed_flwr.federation import ClientInfo, TooFewClientsError, send_phase
+from warmfed_flwr.run.federation import ClientInfo, TooFewClientsError, send_phase
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import AdapterError, adapter_bytes, validate_adapter
 from warmfed_flwr.generative.base import Adapter
-from warmfed_flwr.heap import release_freed_memory
+from warmfed_flwr.runtime.heap import release_freed_memory
 from warmfed_flwr.logs import Progress, logger
-from warmfed_flwr.models import build_classifier, initial_classifier
-from warmfed_flwr.personalize import personalize
-from warmfed_flwr.plots import save_sample_grid, spread
-from warmfed_flwr.results import RunRecorder
+from warmfed_flwr.learning.models import build_classifier, initial_classifier
+from warmfed_flwr.phases.personalize import personalize
+from warmfed_flwr.run.plots import save_sample_grid, spread
+from warmfed_flwr.run.results import RunRecorder
 from warmfed_flwr.seeds import client_seed
-from warmfed_flwr.rounds import StrategyRun, make_aggregation, run_rounds
-from warmfed_flwr.snapshots import SnapshotTaker
-from warmfed_flwr.training import pick_device, train_supervised
-from warmfed_flwr.transport import load_record_into, model_to_record, record_to_arrays
+from warmfed_flwr.phases.rounds import StrategyRun, make_aggregation, run_rounds
+from warmfed_flwr.run.snapshots import SnapshotTaker
+from warmfed_flwr.learning.training import pick_device, train_supervised
+from warmfed_flwr.run.transport import load_record_into, model_to_record, record_to_arrays
 
 
 # A client and what its share of the pool is generated from: its adapter (None: the base model) and label counts.

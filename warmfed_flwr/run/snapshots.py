@@ -18,7 +18,7 @@ from typing import Callable, Iterable
 from flwr.app import ArrayRecord
 
 from warmfed_flwr.logs import logger
-from warmfed_flwr.results import RunRecorder
+from warmfed_flwr.run.results import RunRecorder
 
 # Personalizes a global model as the method's last phase would, recording into the clients' numbers;
 # the string names the phase in failure records.

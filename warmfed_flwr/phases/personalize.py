@@ -6,8 +6,8 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.serverapp import Grid
 
 from warmfed_flwr.config import Settings
-from warmfed_flwr.federation import ClientInfo, send_phase
-from warmfed_flwr.results import RunRecorder
+from warmfed_flwr.run.federation import ClientInfo, send_phase
+from warmfed_flwr.run.results import RunRecorder
 
 
 def personalize(
