@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -21,11 +20,12 @@ from warmfed_flwr.run.federation import (
     AGREED_CLASSES_KEY,
     ClientInfo,
     FederationMismatchError,
-    MeteredGrid,
     agreed_classes_record,
     discover_clients,
 )
 from warmfed_flwr.generative.export import export_adapter
+from warmfed_flwr.run.context import RunContext
+from warmfed_flwr.run.grid import MeteredGrid
 from warmfed_flwr.logs import logger
 from warmfed_flwr.run.plots import save_accuracy_plot
 from warmfed_flwr.run.results import RunRecorder, write_json_atomic
@@ -121,20 +121,17 @@ def run_experiment(
             recorder.take_over(checkpoint.results)
         class_names = agreed_class_names(clients, node_local)
         recorder.class_names = class_names
-        num_classes = len(class_names)
         if node_local:  # each node numbers its labels by the federation's class list
             metered.send_with_every_message(AGREED_CLASSES_KEY, agreed_classes_record(class_names))
+        run = RunContext(metered, recorder, checkpoint, settings, clients, class_names)
         if settings.method in ("warmfed", "fgl"):
-            WarmFedStrategy(
-                settings, recorder, class_names, plan, use_adapters=settings.method == "warmfed",
-                checkpoint=checkpoint,
-            ).run(metered, clients)
+            WarmFedStrategy(run, plan, use_adapters=settings.method == "warmfed").run()
         elif settings.method in ("fedavg", "fedprox", "fedavg-ft"):
-            run_federated(metered, recorder, clients, settings, num_classes, checkpoint, plan)
+            run_federated(run, plan)
         elif settings.method == "local":
-            run_local(metered, recorder, clients, settings, num_classes)
+            run_local(run)
         else:
-            run_centralized(recorder, clients, settings, num_classes)
+            run_centralized(run)
     except BaseException:
         if recorder.tracker is not None:
             recorder.tracker.finish(recorder.to_dict(), [])  # what the run got to, before the error goes on

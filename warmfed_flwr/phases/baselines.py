@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import torch
 from flwr.app import ArrayRecord, RecordDict
-from flwr.serverapp import Grid
 
 from warmfed_flwr import data
-from warmfed_flwr.run.checkpoint import Checkpoint
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.run.federation import ClientInfo, send_phase
 from warmfed_flwr.learning.models import initial_classifier
-from warmfed_flwr.phases.personalize import personalize
-from warmfed_flwr.run.results import RunRecorder
-from warmfed_flwr.phases.rounds import StrategyRun, make_aggregation, run_rounds
-from warmfed_flwr.run.snapshots import SnapshotTaker
 from warmfed_flwr.learning.training import evaluate_accuracy, pick_device, train_supervised
+from warmfed_flwr.phases.personalize import personalize
+from warmfed_flwr.phases.rounds import StrategyRun, make_aggregation, run_rounds
+from warmfed_flwr.run.context import RunContext
+from warmfed_flwr.run.snapshots import SnapshotTaker
 from warmfed_flwr.run.transport import model_to_record
 
 
@@ -25,79 +22,58 @@ def initial_arrays(settings: Settings, num_classes: int) -> ArrayRecord:
     return model_to_record(initial_classifier(settings, num_classes))
 
 
-def run_federated(
-    grid: Grid,
-    recorder: RunRecorder,
-    clients: list[ClientInfo],
-    settings: Settings,
-    num_classes: int,
-    checkpoint: Checkpoint,
-    plan: StrategyRun | None = None,
-) -> None:
+def run_federated(run: RunContext, plan: StrategyRun | None = None) -> None:
     """fedavg / fedprox for R rounds (of `plan`'s strategy when given); fedavg-ft then fine-tunes the final
     global model on each client.
 
     With `snapshot-rounds`, the results of shorter runs are recorded on the way (warmfed_flwr/run/snapshots.py).
     """
+    settings = run.settings
 
     def finetune(arrays: ArrayRecord, phase: str) -> None:
-        personalize(grid, recorder, clients, arrays, settings, dsd_mode="none", phase=phase)
+        personalize(run, arrays, dsd_mode="none", phase=phase)
 
-    snapshots = SnapshotTaker(recorder, settings.snapshot_rounds, finetune if settings.method == "fedavg-ft" else None)
-    arrays = run_rounds(
-        grid, recorder, plan or StrategyRun(make_aggregation(settings, len(clients))), initial_arrays(settings, num_classes),
-        settings, checkpoint=checkpoint, after_round=snapshots,
-    )
+    snapshots = SnapshotTaker(run.recorder, settings.snapshot_rounds, finetune if settings.method == "fedavg-ft" else None)
+    plan = plan or StrategyRun(make_aggregation(settings, len(run.clients)))
+    arrays = run_rounds(run, plan, initial_arrays(settings, run.num_classes), after_round=snapshots)
     if settings.method == "fedavg-ft":
-        checkpoint.once("finetune", recorder, lambda: finetune(arrays, "finetune"))
+        run.checkpoint.once("finetune", run.recorder, lambda: finetune(arrays, "finetune"))
 
 
-def run_local(
-    grid: Grid,
-    recorder: RunRecorder,
-    clients: list[ClientInfo],
-    settings: Settings,
-    num_classes: int,
-) -> None:
+def run_local(run: RunContext) -> None:
     """Each client trains alone; its model's mean accuracy over every client's test split is its global accuracy."""
-    init = initial_arrays(settings, num_classes)
-    with recorder.phase("local"):
-        replies = send_phase(
-            grid, recorder, "local", "train.local", {c.node_id: RecordDict({"arrays": init}) for c in clients},
-            settings.timeout, settings.min_clients,
-        )
+    init = initial_arrays(run.settings, run.num_classes)
+    with run.recorder.phase("local"):
+        replies = run.send("local", "train.local", {c.node_id: RecordDict({"arrays": init}) for c in run.clients})
     models: dict[str, ArrayRecord] = {}
     for node_id, content in replies.items():
-        client = recorder.client_of_node(node_id)
+        client = run.recorder.client_of_node(node_id)
         if client is not None:
             client.personal_acc = float(content["metrics"]["personal-acc"])
             models[f"model-{client.partition_id}"] = content["arrays"]
-    with recorder.phase("cross-evaluate"):
-        evaluations = send_phase(
-            grid, recorder, "cross-evaluate", "evaluate.cross", {c.node_id: RecordDict(models) for c in clients},
-            settings.timeout, settings.min_clients,
-        )
+    with run.recorder.phase("cross-evaluate"):
+        evaluations = run.send("cross-evaluate", "evaluate.cross", {c.node_id: RecordDict(models) for c in run.clients})
     for name in models:
-        client = recorder.clients[int(name.removeprefix("model-"))]
+        client = run.recorder.clients[int(name.removeprefix("model-"))]
         scores = [float(content["metrics"][name]) for content in evaluations.values()]
         client.global_acc = sum(scores) / len(scores)
 
 
-def run_centralized(recorder: RunRecorder, clients: list[ClientInfo], settings: Settings, num_classes: int) -> None:
+def run_centralized(run: RunContext) -> None:
     """Reference, not FL: one model trained on every client's real train data pooled on the server."""
-    device = pick_device()
+    settings, device = run.settings, pick_device()
     client_data = {
-        c.partition_id: data.load_client_data(settings.data, c.partition_id, c.num_partitions) for c in clients
+        c.partition_id: data.load_client_data(settings.data, c.partition_id, c.num_partitions) for c in run.clients
     }
     pooled = ImageSplit(
         torch.cat([cd.train.images for cd in client_data.values()]),
         torch.cat([cd.train.labels for cd in client_data.values()]),
     )
-    model = initial_classifier(settings, num_classes)
-    with recorder.phase("centralized"):
+    model = initial_classifier(settings, run.num_classes)
+    with run.recorder.phase("centralized"):
         train_supervised(
             model, pooled, settings.train.local_only_epochs, settings.train.lr, settings.train.batch_size, settings.seed, device,
             max_shift=settings.train.augment_shift,
         )
     for pid, cd in client_data.items():
-        recorder.clients[pid].global_acc = evaluate_accuracy(model, cd.test, device)
+        run.recorder.clients[pid].global_acc = evaluate_accuracy(model, cd.test, device)

@@ -6,7 +6,7 @@ killer for instance. Every later message the pool hands to that worker then fail
 `ActorDiedError`: one death costs every client routed there for the rest of the run. This module
 wraps `process_message` so that a worker that died is taken out of the pool and a fresh one takes
 its place; the message that was running on it still fails (with error code UNKNOWN), and
-`federation.MeteredGrid` asks that client again.
+`run.grid.MeteredGrid` asks that client again.
 
 Installed by the ServerApp (`install()`), in the process that runs the simulation engine; it does
 nothing where Ray or Flower's Ray backend is absent (a deployment's SuperLink).
