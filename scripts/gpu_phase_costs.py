@@ -37,12 +37,12 @@ import torch
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data import camelyon17, domainnet, office_caltech10
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.learning.dsd import train_personalized
-from warmfed_flwr.generative.base import Adapter
+from warmfed_flwr.generative.base import Adapter, ClassLabels
 from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone
+from warmfed_flwr.learning.dsd import train_personalized
 from warmfed_flwr.learning.models import build_classifier
-from warmfed_flwr.learning.training import evaluate_accuracy, pick_device, train_supervised
+from warmfed_flwr.learning.training import Schedule, evaluate_accuracy, pick_device, train_supervised
 
 from gpu_check import timed  # scripts/ is on sys.path when this file runs as a script
 
@@ -111,7 +111,7 @@ def measure_diffusion(
     lora, generate = settings.lora, settings.generate
 
     def fit(steps: int) -> Adapter:
-        return backbone.fit_lora(split.images, split.labels, class_names, dataclasses.replace(lora, steps=steps), SEED)
+        return backbone.fit_lora(split.images, ClassLabels(split.labels, class_names), dataclasses.replace(lora, steps=steps), SEED)
 
     adapter = fit(2)  # the warm-up fit; its adapter serves the generation
     lora_cost = measure(device, sample_steps, lambda: fit(sample_steps))
@@ -120,11 +120,11 @@ def measure_diffusion(
         return {"lora_step": lora_cost}
     labels = torch.arange(generate.batch_size) % len(class_names)
     warm_up = dataclasses.replace(generate, steps=2, batch_size=2)
-    backbone.generate(labels[:2], class_names, adapter, warm_up, settings.data.image_size, SEED)
+    backbone.generate(ClassLabels(labels[:2], class_names), adapter, warm_up, settings.data.image_size, SEED)
     generate_cost = measure(
         device,
         generate.batch_size,
-        lambda: backbone.generate(labels, class_names, adapter, generate, settings.data.image_size, SEED),
+        lambda: backbone.generate(ClassLabels(labels, class_names), adapter, generate, settings.data.image_size, SEED),
     )
     backbone.release()
     return {"lora_step": lora_cost, "generated_image": generate_cost}
@@ -138,10 +138,10 @@ def measure_classifier(settings: Settings, count: int, device: torch.device) -> 
     one_epoch = dataclasses.replace(settings.dsd, epochs=1)
 
     def supervised() -> None:
-        train_supervised(model, split, 1, train.lr, train.batch_size, SEED, device)
+        train_supervised(model, split, Schedule(1, train.lr, train.batch_size, SEED, device))
 
     def distill() -> None:
-        train_personalized(model, split, one_epoch, train.batch_size, SEED, device)
+        train_personalized(model, split, one_epoch, Schedule(1, one_epoch.lr, train.batch_size, SEED, device))
 
     costs = {}
     for name, work in (("train_image_epoch", supervised), ("dsd_image_epoch", distill)):

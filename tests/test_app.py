@@ -18,13 +18,13 @@ from PIL import Image
 from safetensors.numpy import load_file
 
 from expect import assert_accuracies
-from warmfed_flwr.run.checkpoint import ARTIFACTS_DIR
-from warmfed_flwr.run.federation import FederationMismatchError, TooFewClientsError
 from warmfed_flwr.client import HANDLERS, Handler, build_client_app, handle_lora, partition_id
 from warmfed_flwr.launch import last_run_status, toml_value
-from warmfed_flwr.runtime.local_superlink import OwnSuperLink
 from warmfed_flwr.presets import load_preset
+from warmfed_flwr.run.checkpoint import ARTIFACTS_DIR
+from warmfed_flwr.run.federation import FederationMismatchError, TooFewClientsError
 from warmfed_flwr.run.transport import arrays_to_record, record_to_arrays
+from warmfed_flwr.runtime.local_superlink import OwnSuperLink
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT_KEYS = {"method", "rounds", "seed", "clients", "averages", "phases", "failures"}

@@ -15,8 +15,8 @@ from warmfed_flwr import data as data_package
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data import DataError, domain_names, load_client_data, load_domain_set, num_clients
 from warmfed_flwr.data import images as images_module
-from warmfed_flwr.data.images import decode
 from warmfed_flwr.data.imagefolder import load_image_folder, split_train_test
+from warmfed_flwr.data.images import decode
 from warmfed_flwr.data.types import ImageFiles, ImageSplit
 
 COLOURS = {"bird": (0, 0, 255), "cat": (255, 0, 0), "dog": (0, 255, 0)}

@@ -24,6 +24,7 @@ from warmfed_flwr.data.digits_domains import DOMAIN_NAMES as DIGITS_DOMAINS
 from warmfed_flwr.data.domainnet import DOMAINS as DOMAINNET_DOMAINS
 from warmfed_flwr.data.domainnet import FEDBN_CLASSES
 from warmfed_flwr.data.office_caltech10 import DOMAINS as OFFICE_DOMAINS
+from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS, lora_config
 from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone, class_prompt
@@ -164,7 +165,7 @@ def test_real_preset_dry_run(preset: RealPreset, tiny_sd_backbone: StableDiffusi
     assert len(set(prompts)) == len(class_names) and not any("_" in p or "{" in p for p in prompts)
     one_step = dataclasses.replace(settings.generate, steps=1)
     images = tiny_sd_backbone.generate(
-        torch.arange(len(class_names)), class_names, None, one_step, settings.data.image_size, settings.seed
+        ClassLabels(torch.arange(len(class_names)), class_names), None, one_step, settings.data.image_size, settings.seed
     )
     assert images.shape == (len(class_names), 3, FIXTURE_IMAGE_SIZE, FIXTURE_IMAGE_SIZE)
     with torch.no_grad():

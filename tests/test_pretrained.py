@@ -19,8 +19,8 @@ from torchvision.models import resnet18
 
 from warmfed_flwr.config import ConfigError, Settings
 from warmfed_flwr.learning.models import build_classifier, initial_classifier
-from warmfed_flwr.presets import load_preset
 from warmfed_flwr.learning.pretrained import hub_cache_path
+from warmfed_flwr.presets import load_preset
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GPU_PRESETS = ("office-caltech10.toml", "domainnet.toml", "domainnet-60.toml", "camelyon17.toml")

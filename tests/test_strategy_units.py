@@ -9,9 +9,9 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord,
 from flwr.serverapp.strategy import FedAvg, Result
 
 from warmfed_flwr.config import Settings
-from warmfed_flwr.run.results import RunRecorder
 from warmfed_flwr.phases.rounds import RoundsGrid
 from warmfed_flwr.phases.warmstart import labels_for_client
+from warmfed_flwr.run.results import RunRecorder
 
 
 def test_synthetic_labels_follow_the_client_counts_exactly():

@@ -25,9 +25,9 @@ from pathlib import Path
 from flwr.common.config import parse_config_args
 
 from warmfed_flwr.config import Settings, merge_run_config
+from warmfed_flwr.presets import load_preset
 from warmfed_flwr.runtime.gpus import client_gpu_share, describe, visible_gpus
 from warmfed_flwr.runtime.local_superlink import OwnSuperLink
-from warmfed_flwr.presets import load_preset
 
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",

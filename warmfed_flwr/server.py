@@ -12,10 +12,14 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
 from warmfed_flwr import data
-from warmfed_flwr.runtime import ray_workers
-from warmfed_flwr.phases.baselines import run_centralized, run_federated, run_local
-from warmfed_flwr.run.checkpoint import Checkpoint, check_resumable
 from warmfed_flwr.config import NODE_LOCAL, ConfigError, Settings, merge_run_config
+from warmfed_flwr.generative.export import export_adapter
+from warmfed_flwr.logs import logger
+from warmfed_flwr.phases.baselines import run_centralized, run_federated, run_local
+from warmfed_flwr.phases.rounds import StrategyRun
+from warmfed_flwr.phases.warmfed import WarmFedStrategy
+from warmfed_flwr.run.checkpoint import Checkpoint, check_resumable
+from warmfed_flwr.run.context import RunContext
 from warmfed_flwr.run.federation import (
     AGREED_CLASSES_KEY,
     ClientInfo,
@@ -23,15 +27,11 @@ from warmfed_flwr.run.federation import (
     agreed_classes_record,
     discover_clients,
 )
-from warmfed_flwr.generative.export import export_adapter
-from warmfed_flwr.run.context import RunContext
 from warmfed_flwr.run.grid import MeteredGrid
-from warmfed_flwr.logs import logger
 from warmfed_flwr.run.plots import save_accuracy_plot
 from warmfed_flwr.run.results import RunRecorder, write_json_atomic
-from warmfed_flwr.phases.rounds import StrategyRun
-from warmfed_flwr.phases.warmfed import WarmFedStrategy
 from warmfed_flwr.run.tracking import open_tracker
+from warmfed_flwr.runtime import ray_workers
 
 
 def resolve_output_dir(output_dir: str, resume: str = "") -> Path:

@@ -16,13 +16,14 @@ from warmfed_flwr.generative.adapter import (
     save_adapter,
     validate_adapter,
 )
-from warmfed_flwr.generative.base import Adapter, Backbone
+from warmfed_flwr.generative.base import Adapter, Backbone, ClassLabels
 
 __all__ = [
     "Adapter",
     "AdapterError",
     "AdapterFileError",
     "Backbone",
+    "ClassLabels",
     "adapter_bytes",
     "adapter_config",
     "load_adapter",

@@ -34,7 +34,7 @@ from diffusers.training_utils import cast_training_params
 from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 
 from warmfed_flwr.config import DEFAULTS, GenerateSettings, LoraSettings
-from warmfed_flwr.generative.base import Adapter
+from warmfed_flwr.generative.base import Adapter, ClassLabels
 from warmfed_flwr.generative.lora_targets import adapter_lora_config, fold_lora_scaling, lora_config
 from warmfed_flwr.logs import Progress, logger
 
@@ -114,8 +114,7 @@ class StableDiffusionBackbone:
     def fit_lora(
         self,
         images: torch.Tensor,
-        labels: torch.Tensor,
-        class_names: Sequence[str],
+        targets: ClassLabels,
         lora: LoraSettings,
         seed: int,
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
@@ -130,7 +129,7 @@ class StableDiffusionBackbone:
         The base weights stay untouched; returns float32 arrays with the alpha / rank scale folded
         into the B matrices.
         """
-        _check_labels(labels, class_names)
+        _check_labels(targets.labels, targets.class_names)
         unet = self.pipeline.unet
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -138,7 +137,7 @@ class StableDiffusionBackbone:
         try:
             cast_training_params(unet, dtype=torch.float32)
             progress = Progress(progress_label and f"[lora] {progress_label}", lora.steps)
-            self._train_lora(images, labels.long(), class_names, lora, seed, prompt_template, progress)
+            self._train_lora(images, ClassLabels(targets.labels.long(), targets.class_names), lora, seed, prompt_template, progress)
             state = {name: tensor.detach().cpu() for name, tensor in get_peft_model_state_dict(unet).items()}
             return fold_lora_scaling(state, lora.alpha / lora.rank)
         finally:
@@ -147,8 +146,7 @@ class StableDiffusionBackbone:
 
     def generate(
         self,
-        labels: torch.Tensor,
-        class_names: Sequence[str],
+        targets: ClassLabels,
         adapter: Mapping[str, np.ndarray] | None,
         settings: GenerateSettings,
         image_size: int,
@@ -162,8 +160,8 @@ class StableDiffusionBackbone:
         on a CUDA out-of-memory error the batch is halved, with a warning, and generation retried.
         The adapter is removed from the UNet before returning.
         """
-        _check_labels(labels, class_names)
-        prompts = [class_prompt(settings.prompt_template, class_names[int(label)]) for label in labels]
+        _check_labels(targets.labels, targets.class_names)
+        prompts = [class_prompt(settings.prompt_template, targets.class_names[int(label)]) for label in targets.labels]
         if adapter is not None:
             self._load_adapter(adapter)
         try:
@@ -191,8 +189,7 @@ class StableDiffusionBackbone:
     def _train_lora(
         self,
         images: torch.Tensor,
-        labels: torch.Tensor,
-        class_names: Sequence[str],
+        targets: ClassLabels,
         lora: LoraSettings,
         seed: int,
         prompt_template: str,
@@ -201,6 +198,7 @@ class StableDiffusionBackbone:
         """The AdamW loop over the UNet's trainable (LoRA) parameters, through accelerate."""
         pipeline, device = self.pipeline, self.accelerator.device
         generator = torch.Generator().manual_seed(seed)
+        labels, class_names = targets.labels, targets.class_names
         prompts = [class_prompt(prompt_template, name) for name in class_names] + [""]  # last row: dropped prompt
         prompt_embeddings = self._prompt_embeddings(prompts)
         pixels = _to_model_space(images, self.resolution)

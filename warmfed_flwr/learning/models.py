@@ -7,8 +7,8 @@ from torch import nn
 from torchvision.models import ResNet, resnet18
 
 from warmfed_flwr.config import Settings
-from warmfed_flwr.logs import logger
 from warmfed_flwr.learning.pretrained import apply_imagenet_weights
+from warmfed_flwr.logs import logger
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -20,10 +20,10 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 
 from warmfed_flwr.config import Settings
+from warmfed_flwr.logs import logger
 from warmfed_flwr.run.context import RunContext
 from warmfed_flwr.run.federation import TooFewClientsError, keep_good_replies
 from warmfed_flwr.run.grid import DelegatingGrid
-from warmfed_flwr.logs import logger
 from warmfed_flwr.run.results import RunRecorder
 
 ServerUpdate = Callable[[ArrayRecord], ArrayRecord]

@@ -13,9 +13,9 @@ from flwr.app import ArrayRecord
 from warmfed_flwr import data, seeds
 from warmfed_flwr.data.types import ImageSplit, pixels_as
 from warmfed_flwr.generative import load_backbone
-from warmfed_flwr.generative.base import Adapter
+from warmfed_flwr.generative.base import Adapter, ClassLabels
 from warmfed_flwr.learning.models import build_classifier, initial_classifier
-from warmfed_flwr.learning.training import pick_device, train_supervised
+from warmfed_flwr.learning.training import Schedule, pick_device, train_supervised
 from warmfed_flwr.logs import Progress, logger
 from warmfed_flwr.run.context import RunContext
 from warmfed_flwr.run.federation import ClientInfo
@@ -54,7 +54,7 @@ def generate_pool(run: RunContext, sources: list[Source]) -> list[Share]:
         seed = client_seed(s.seed, client.partition_id, seeds.GENERATION)
         logger.info("[warmstart] generating %d images for partition %d (%s), %d of %d clients",
                     len(wanted), client.partition_id, client.domain, i + 1, len(sources))
-        generated = backbone.generate(wanted, run.class_names, adapter, s.generate, s.data.image_size, seed,
+        generated = backbone.generate(ClassLabels(wanted, run.class_names), adapter, s.generate, s.data.image_size, seed,
                                       progress_label=f"partition {client.partition_id}")
         shares.append((client, ImageSplit(pixels_as(generated, pixel_dtype), wanted)))
         run.recorder.clients[client.partition_id].details["synthetic_images"] = len(wanted)
@@ -81,8 +81,8 @@ def train_on_pool(run: RunContext, pool: ImageSplit) -> torch.nn.Module:
     """The warm start: a fresh global classifier trained on the synthetic pool (server-side fine-tuning)."""
     s = run.settings
     model = initial_classifier(s, run.num_classes)
-    train_supervised(model, pool, s.server_epochs, s.train.lr, s.train.batch_size, s.seed, pick_device(),
-                     max_shift=s.train.augment_shift,
+    schedule = Schedule(s.server_epochs, s.train.lr, s.train.batch_size, s.seed, pick_device(), s.train.augment_shift)
+    train_supervised(model, pool, schedule,
                      progress=Progress("[warmstart-train] global model", s.server_epochs, unit="epoch"))
     return model
 
@@ -96,8 +96,9 @@ def pool_fine_tuning(run: RunContext, pool: ImageSplit) -> Callable[[ArrayRecord
     def update(arrays: ArrayRecord) -> ArrayRecord:
         model = build_classifier(s.train.model, run.num_classes, s.data.image_size)
         load_record_into(model, arrays)
-        train_supervised(model, pool, s.server_round_epochs, s.train.lr, s.train.batch_size, s.seed, pick_device(),
-                         max_shift=s.train.augment_shift)
+        schedule = Schedule(s.server_round_epochs, s.train.lr, s.train.batch_size, s.seed, pick_device(),
+                            s.train.augment_shift)
+        train_supervised(model, pool, schedule)
         return model_to_record(model.cpu())
 
     return update

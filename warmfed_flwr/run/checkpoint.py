@@ -20,8 +20,8 @@ from typing import Any, Callable, Mapping
 
 from flwr.app import ArrayRecord
 
-from warmfed_flwr.run.artifacts import ArtifactCache
 from warmfed_flwr.config import RESUME_FREE_KEYS, ConfigError
+from warmfed_flwr.run.artifacts import ArtifactCache
 from warmfed_flwr.run.results import RunRecorder, write_json_atomic
 from warmfed_flwr.run.transport import arrays_to_record, record_to_arrays
 
