@@ -134,7 +134,7 @@ def measure_classifier(settings: Settings, count: int, device: torch.device) -> 
     """One epoch of plain training, of DSD and of evaluation over `count` images, each after a warm-up."""
     train, classes = settings.train, CLASSES[settings.data.name]
     split = random_split(count, classes, settings.data.image_size)
-    model = build_classifier(train.model, classes, settings.data.image_size, seed=SEED)
+    model = build_classifier(settings.model.name, classes, settings.data.image_size, seed=SEED)
     one_epoch = dataclasses.replace(settings.dsd, epochs=1)
 
     def supervised() -> None:
@@ -160,7 +160,7 @@ def projections(settings: Settings, costs: dict[str, Measured]) -> dict[str, flo
         "lora_s_per_client": settings.lora.steps * costs["lora_step"].per_unit,
         "generate_s_per_client": settings.generate.images_per_client * costs["generated_image"].per_unit,
         "generate_s_all_clients": pool * costs["generated_image"].per_unit,
-        "server_train_s": pool * settings.server_epochs * costs["train_image_epoch"].per_unit,
+        "server_train_s": pool * settings.server.epochs * costs["train_image_epoch"].per_unit,
         "round_s_per_1000_images": 1000 * settings.train.local_epochs * costs["train_image_epoch"].per_unit,
         "dsd_s_per_1000_images": 1000 * settings.dsd.epochs * costs["dsd_image_epoch"].per_unit,
         "evaluate_s_per_1000_images": 1000 * costs["evaluated_image"].per_unit,
@@ -187,7 +187,7 @@ def measure_presets(
                                   "projected": {"lora_s_per_client": settings.lora.steps * costs["lora_step"].per_unit}}
             print_preset(path.name, costs, presets[path.name]["projected"])
             continue
-        classifier_key = (settings.train.model, settings.train.batch_size, settings.data.image_size,
+        classifier_key = (settings.model.name, settings.train.batch_size, settings.data.image_size,
                           CLASSES[settings.data.name])
         if classifier_key not in classifier_cache:
             classifier_cache[classifier_key] = measure_classifier(settings, classifier_images, device)

@@ -139,7 +139,7 @@ def test_real_preset_dry_run(preset: RealPreset, tiny_sd_backbone: StableDiffusi
 
     assert settings.rounds == 0 and settings.method == "warmfed"
     assert (settings.lora.backbone, settings.lora.model_path) == ("stable-diffusion", SD15_HUB_ID)
-    assert settings.lora.targets == "attention" and settings.train.model == "resnet18"
+    assert settings.lora.targets == "attention" and settings.model.name == "resnet18"
 
     assert domain_names(settings.data) == preset.domains
     assert settings.data.clients_per_domain == preset.clients_per_domain
@@ -152,7 +152,7 @@ def test_real_preset_dry_run(preset: RealPreset, tiny_sd_backbone: StableDiffusi
         assert client.train.images.shape[1:] == (3, FIXTURE_IMAGE_SIZE, FIXTURE_IMAGE_SIZE)
     assert [c.domain for c in clients] == [d for d in preset.domains for _ in range(preset.clients_per_domain)]
 
-    classifier = build_classifier(settings.train.model, len(class_names), settings.data.image_size).eval()
+    classifier = build_classifier(settings.model.name, len(class_names), settings.data.image_size).eval()
     with torch.no_grad():
         logits = classifier(clients[0].train.subset(range(min(4, len(clients[0].train)))).float_images())
     assert logits.shape == (min(4, len(clients[0].train)), len(class_names))
@@ -204,7 +204,7 @@ def test_digits_preset_clients_all_load(file: str, clients_per_domain: int) -> N
     # Disjoint shards: together the clients of a domain hold exactly that domain's training images.
     domains = load_domain_set(settings.data).domains
     assert sum(train_sizes) == sum(len(domain.train) for domain in domains)
-    classifier = build_classifier(settings.train.model, 10, settings.data.image_size).eval()
+    classifier = build_classifier(settings.model.name, 10, settings.data.image_size).eval()
     with torch.no_grad():
         assert classifier(clients[-1].train.images).shape == (len(clients[-1].train), 10)
 

@@ -191,5 +191,5 @@ def test_cnn_ignores_the_setting_and_says_so(cached_checkpoint: Path, caplog: py
 
 @pytest.mark.parametrize("file", GPU_PRESETS)
 def test_gpu_presets_use_imagenet_weights_when_cached(file: str) -> None:
-    train = Settings.from_run_config(load_preset(CONF / file)).train
-    assert (train.model, train.pretrained) == ("resnet18", "auto")
+    model = Settings.from_run_config(load_preset(CONF / file)).model
+    assert (model.name, model.pretrained) == ("resnet18", "auto")

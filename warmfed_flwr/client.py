@@ -109,7 +109,7 @@ def client_schedule(settings: Settings, pid: int, epochs: int, purpose: int) -> 
 
 def global_model(settings: Settings, num_classes: int, msg: Message) -> torch.nn.Module:
     """The classifier carried by the message's 'arrays' record."""
-    model = build_classifier(settings.train.model, num_classes, settings.data.image_size)
+    model = build_classifier(settings.model.name, num_classes, settings.data.image_size)
     return load_record_into(model, msg.content.array_records["arrays"])
 
 
@@ -241,7 +241,7 @@ def handle_cross_evaluate(msg: Message, context: Context) -> Message:
     device = pick_device()
     accuracies: dict[str, float] = {}
     for name, record in msg.content.array_records.items():
-        model = build_classifier(settings.train.model, len(cd.class_names), settings.data.image_size)
+        model = build_classifier(settings.model.name, len(cd.class_names), settings.data.image_size)
         accuracies[name] = evaluate_accuracy(load_record_into(model, record), cd.test, device)
     return Message(RecordDict({"metrics": MetricRecord(accuracies)}), reply_to=msg)
 

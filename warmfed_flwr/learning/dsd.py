@@ -82,7 +82,7 @@ def train_personalized(
     state = {"weight": 0.0}
 
     def set_weight(epoch: int) -> None:
-        state["weight"] = distillation_weight(dsd.lambda0, epoch, dsd.epochs, dsd.mode)
+        state["weight"] = distillation_weight(dsd.lambda_, epoch, dsd.epochs, dsd.mode)
 
     def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         student_logits = model(x)

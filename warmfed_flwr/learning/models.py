@@ -80,11 +80,11 @@ def build_classifier(name: str, num_classes: int, image_size: int, seed: int = 0
 
 def initial_classifier(settings: Settings, num_classes: int) -> nn.Module:
     """The seeded classifier a run starts from; a ResNet-18 gets ImageNet weights as `model.pretrained` says."""
-    train = settings.train
-    model = build_classifier(train.model, num_classes, settings.data.image_size, seed=settings.seed)
-    if train.model == "resnet18":
-        apply_imagenet_weights(next(m for m in model.modules() if isinstance(m, ResNet)), train.pretrained)
-    elif train.pretrained != "none":
+    chosen = settings.model
+    model = build_classifier(chosen.name, num_classes, settings.data.image_size, seed=settings.seed)
+    if chosen.name == "resnet18":
+        apply_imagenet_weights(next(m for m in model.modules() if isinstance(m, ResNet)), chosen.pretrained)
+    elif chosen.pretrained != "none":
         logger.info("%s: config key 'model.pretrained' (%r) has no effect: it applies to resnet18 only",
-            train.model, train.pretrained)
+                    chosen.name, chosen.pretrained)
     return model

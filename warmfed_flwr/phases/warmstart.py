@@ -81,22 +81,22 @@ def train_on_pool(run: RunContext, pool: ImageSplit) -> torch.nn.Module:
     """The warm start: a fresh global classifier trained on the synthetic pool (server-side fine-tuning)."""
     s = run.settings
     model = initial_classifier(s, run.num_classes)
-    schedule = Schedule(s.server_epochs, s.train.lr, s.train.batch_size, s.seed, pick_device(), s.train.augment_shift)
+    schedule = Schedule(s.server.epochs, s.train.lr, s.train.batch_size, s.seed, pick_device(), s.train.augment_shift)
     train_supervised(model, pool, schedule,
-                     progress=Progress("[warmstart-train] global model", s.server_epochs, unit="epoch"))
+                     progress=Progress("[warmstart-train] global model", s.server.epochs, unit="epoch"))
     return model
 
 
 def pool_fine_tuning(run: RunContext, pool: ImageSplit) -> Callable[[ArrayRecord], ArrayRecord] | None:
     """After each aggregation, fine-tune on the pool for `server.round-epochs` epochs (None when 0)."""
     s = run.settings
-    if s.server_round_epochs == 0:
+    if s.server.round_epochs == 0:
         return None
 
     def update(arrays: ArrayRecord) -> ArrayRecord:
-        model = build_classifier(s.train.model, run.num_classes, s.data.image_size)
+        model = build_classifier(s.model.name, run.num_classes, s.data.image_size)
         load_record_into(model, arrays)
-        schedule = Schedule(s.server_round_epochs, s.train.lr, s.train.batch_size, s.seed, pick_device(),
+        schedule = Schedule(s.server.round_epochs, s.train.lr, s.train.batch_size, s.seed, pick_device(),
                             s.train.augment_shift)
         train_supervised(model, pool, schedule)
         return model_to_record(model.cpu())
