@@ -21,7 +21,7 @@ def test_four_lines_per_loop_whatever_the_step_size(caplog: pytest.LogCaptureFix
         progress = Progress("[lora] partition 3", 300)
         for step in range(300):
             progress.update(step + 1, loss=torch.tensor(0.25))
-        images = Progress("[warmstart] partition 0", 800, unit="image")
+        images = Progress("[warmstart-generate] partition 0", 800, unit="image")
         for done in (300, 600, 800):  # batches of 300 cross the marks 200, 400, 600, 800
             images.update(done)
         Progress(None, 10).update(10)
@@ -29,8 +29,8 @@ def test_four_lines_per_loop_whatever_the_step_size(caplog: pytest.LogCaptureFix
     assert [line.split(",")[0] for line in logged[:4]] == [f"[lora] partition 3: step {n}/300" for n in (75, 150, 225, 300)]
     assert all("loss 0.25" in line and "left" in line for line in logged[:4])
     assert [line.split(",")[0] for line in logged[4:]] == [
-        "[warmstart] partition 0: image 300/800", "[warmstart] partition 0: image 600/800",
-        "[warmstart] partition 0: image 800/800"]
+        "[warmstart-generate] partition 0: image 300/800", "[warmstart-generate] partition 0: image 600/800",
+        "[warmstart-generate] partition 0: image 800/800"]
     assert len(logged) == 7  # the unlabelled loop is silent
 
 

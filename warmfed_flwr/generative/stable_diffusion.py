@@ -165,7 +165,7 @@ class StableDiffusionBackbone:
         if adapter is not None:
             self._load_adapter(adapter)
         try:
-            progress = Progress(progress_label and f"[warmstart] {progress_label}", len(prompts), unit="image")
+            progress = Progress(progress_label and f"[warmstart-generate] {progress_label}", len(prompts), unit="image")
             images = self._generate_in_batches(prompts, settings, seed, progress)
         finally:
             if adapter is not None:

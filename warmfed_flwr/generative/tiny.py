@@ -206,7 +206,7 @@ class TinyBackbone:
         sampler.set_timesteps(settings.steps)
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((len(labels), 3, self.sample_size, self.sample_size), generator=generator)
-        progress = Progress(progress_label and f"[warmstart] {progress_label}", len(labels), unit="image")
+        progress = Progress(progress_label and f"[warmstart-generate] {progress_label}", len(labels), unit="image")
         batches = []
         for batch in torch.arange(len(labels)).split(settings.batch_size):
             batches.append(self._denoise(model, sampler, noise[batch], labels[batch].long(), settings.guidance))

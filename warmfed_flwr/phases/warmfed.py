@@ -112,7 +112,7 @@ class WarmFedStrategy:
         with rec.phase("warmstart-train"):
             model = train_on_pool(self.run_context, pool)
         arrays = model_to_record(model.cpu())
-        ckpt.mark("warmstart-train", rec, model=ckpt.save_model("warmstart", arrays))
+        ckpt.mark("warmstart-train", rec, model=ckpt.save_model("warmstart-train", arrays))
         return arrays
 
     def adapters_for(self, clients: list[ClientInfo]) -> tuple[list[ClientAdapter], str]:

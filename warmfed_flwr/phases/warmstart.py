@@ -48,11 +48,11 @@ def generate_pool(run: RunContext, sources: list[Source]) -> list[Share]:
     s = run.settings
     backbone = load_backbone(s.lora)
     pixel_dtype = data.pixel_dtype(s.data)  # kept like the clients' real images: uint8 for image files
-    shares, phase = [], Progress("[warmstart] all clients", len(sources), unit="client")
+    shares, phase = [], Progress("[warmstart-generate] all clients", len(sources), unit="client")
     for i, (client, adapter, counts) in enumerate(sources):
         wanted = labels_for_client(counts, run.num_classes, s.generate.images_per_client)
         seed = client_seed(s.seed, client.partition_id, seeds.GENERATION)
-        logger.info("[warmstart] generating %d images for partition %d (%s), %d of %d clients",
+        logger.info("[warmstart-generate] generating %d images for partition %d (%s), %d of %d clients",
                     len(wanted), client.partition_id, client.domain, i + 1, len(sources))
         generated = backbone.generate(ClassLabels(wanted, run.class_names), adapter, s.generate, s.data.image_size, seed,
                                       progress_label=f"partition {client.partition_id}")
