@@ -3,26 +3,15 @@ adapters that match the agreed backbone, rank, alpha and targets."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flwr.app import RecordDict
 
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import AdapterError, adapter_bytes, validate_adapter
-from warmfed_flwr.generative.base import Adapter
 from warmfed_flwr.logs import logger
 from warmfed_flwr.run.context import RunContext
-from warmfed_flwr.run.federation import ClientInfo, TooFewClientsError
+from warmfed_flwr.run.federation import TooFewClientsError
+from warmfed_flwr.run.store import ClientAdapter
 from warmfed_flwr.run.transport import record_to_arrays
-
-
-@dataclass(frozen=True)
-class ClientAdapter:
-    """A validated adapter and the label counts its client reported (None when withheld)."""
-
-    client: ClientInfo
-    arrays: Adapter
-    label_counts: list[int] | None
 
 
 def collect_adapters(run: RunContext) -> list[ClientAdapter]:

@@ -20,13 +20,13 @@ from warmfed_flwr.logs import Progress, logger
 from warmfed_flwr.run.context import RunContext
 from warmfed_flwr.run.federation import ClientInfo
 from warmfed_flwr.run.plots import save_sample_grid, spread
+from warmfed_flwr.run.store import Share
 from warmfed_flwr.run.transport import load_record_into, model_to_record
 from warmfed_flwr.runtime.heap import release_freed_memory
 from warmfed_flwr.seeds import client_seed
 
 # A client and what its share of the pool is generated from: its adapter (None: the base model) and label counts.
 Source = tuple[ClientInfo, Adapter | None, list[int] | None]
-Share = tuple[ClientInfo, ImageSplit]
 
 
 def labels_for_client(label_counts: list[int] | None, num_classes: int, total: int) -> torch.Tensor:
