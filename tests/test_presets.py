@@ -27,7 +27,8 @@ from warmfed_flwr.data.office_caltech10 import DOMAINS as OFFICE_DOMAINS
 from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS, lora_config
 from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
-from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone, class_prompt
+from warmfed_flwr.generative.sd_utils import class_prompt
+from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone
 from warmfed_flwr.learning.models import build_classifier
 from warmfed_flwr.presets import load_preset
 

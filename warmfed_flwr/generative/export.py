@@ -28,7 +28,7 @@ def export_adapter(backbone: str, adapter: Adapter, directory: Path) -> Path:
     """Write `adapter` (of `backbone`) into `directory`; returns the safetensors file."""
     directory.mkdir(parents=True, exist_ok=True)
     if backbone == "stable-diffusion":
-        from warmfed_flwr.generative.stable_diffusion import save_adapter_for_diffusers
+        from warmfed_flwr.generative.sd_utils import save_adapter_for_diffusers
 
         return save_adapter_for_diffusers(adapter, directory)
     if backbone == "tiny":
