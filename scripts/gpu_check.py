@@ -143,12 +143,14 @@ def run_check(sizes: CheckSizes, small: bool, targets: str) -> dict[str, object]
     adapters = []
     for client, split in enumerate(clients):
         with timer.phase(f"lora client-{client}"):
-            adapters.append(backbone.fit_lora(split.images, ClassLabels(split.labels, CLASS_NAMES), settings.lora, SEED + client))
+            targets = ClassLabels(split.labels, CLASS_NAMES)
+            adapters.append(backbone.fit_lora(split.images, targets, settings.lora, SEED + client))
     labels = torch.arange(len(CLASS_NAMES)).repeat_interleave(sizes.generate_images_per_class)
     synthetic = []
     for client, adapter in enumerate(adapters):
         with timer.phase(f"generate client-{client}"):
-            images = backbone.generate(ClassLabels(labels, CLASS_NAMES), adapter, settings.generate, sizes.image_size, SEED + client)
+            wanted = ClassLabels(labels, CLASS_NAMES)
+            images = backbone.generate(wanted, adapter, settings.generate, sizes.image_size, SEED + client)
             synthetic.append(ImageSplit(images, labels.clone()))
     with timer.phase("release diffusion"):
         backbone.release()
@@ -159,8 +161,8 @@ def run_check(sizes: CheckSizes, small: bool, targets: str) -> dict[str, object]
         train_supervised(global_model, pool, Schedule(1, settings.train.lr, settings.train.batch_size, SEED, device))
     for client, split in enumerate(clients):
         with timer.phase(f"dsd client-{client}"):
-            train = settings.train
-            train_personalized(global_model, split, settings.dsd, Schedule(settings.dsd.epochs, settings.dsd.lr, train.batch_size, SEED, device))
+            schedule = Schedule(settings.dsd.epochs, settings.dsd.lr, settings.train.batch_size, SEED, device)
+            train_personalized(global_model, split, settings.dsd, schedule)
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "pipeline": "tiny" if small else "sd15-sized random weights",

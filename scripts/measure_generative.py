@@ -213,7 +213,8 @@ def measure(
     def timed_generate(adapter: object, guidance: float, model: object = backbone) -> tuple[torch.Tensor, float]:
         started = time.perf_counter()
         generate = replace(settings.generate, guidance=guidance)
-        images = model.generate(ClassLabels(labels, data.class_names), adapter, generate, settings.data.image_size, settings.seed)
+        wanted = ClassLabels(labels, data.class_names)
+        images = model.generate(wanted, adapter, generate, settings.data.image_size, settings.seed)
         return images, len(labels) / (time.perf_counter() - started)
 
     base = {guidance: timed_generate(None, guidance) for guidance in guidances}
@@ -227,7 +228,8 @@ def measure(
             f" domain {accuracy(domain_judge, domain.test.images, real_domain_labels):.3f}"
         )
         started = time.perf_counter()
-        adapter = backbone.fit_lora(domain.train.images, ClassLabels(domain.train.labels, data.class_names), settings.lora, settings.seed + index)
+        targets = ClassLabels(domain.train.labels, data.class_names)
+        adapter = backbone.fit_lora(domain.train.images, targets, settings.lora, settings.seed + index)
         fit_speed = settings.lora.steps / (time.perf_counter() - started)
         validate_adapter(adapter, adapter_config(settings.lora), backbone.adapter_shapes(settings.lora), settings.lora, domain.name)
         if full_finetune is not None:

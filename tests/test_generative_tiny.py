@@ -156,7 +156,8 @@ def test_sixty_adapters_in_a_row_leave_the_base_as_it_was(backbone, settings, ad
     live_modules = _live_modules()
     for client in range(60):
         scaled = {name: array * (1 + client % 3) for name, array in adapter.items()}
-        backbone.generate(ClassLabels(torch.tensor([client % 3]), CLASS_NAMES), scaled, settings.generate, image_size=8, seed=client)
+        wanted = ClassLabels(torch.tensor([client % 3]), CLASS_NAMES)
+        backbone.generate(wanted, scaled, settings.generate, image_size=8, seed=client)
     assert _live_modules() == live_modules
     assert len(list(backbone.unet.modules())) == modules
     assert sum(p.numel() for p in backbone.unet.parameters()) == parameters

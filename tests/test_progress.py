@@ -38,6 +38,7 @@ def test_training_epochs_report_their_loss(caplog: pytest.LogCaptureFixture) -> 
     split = ImageSplit(torch.rand(8, 3, 8, 8), torch.tensor([0, 1] * 4))
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 2))
     with caplog.at_level(logging.INFO, logger="flwr.warmfed"):
-        loss = run_epochs(model, split, Schedule(4, 0.1, 4, 0, torch.device("cpu")), progress=Progress("[dsd] partition 1", 4, "epoch"))
+        schedule = Schedule(4, 0.1, 4, 0, torch.device("cpu"))
+        loss = run_epochs(model, split, schedule, progress=Progress("[dsd] partition 1", 4, "epoch"))
     logged = lines(caplog)
     assert len(logged) == 4 and logged[-1].startswith(f"[dsd] partition 1: epoch 4/4, loss {loss:.4g}")

@@ -246,7 +246,9 @@ def _build(cls: type, section: str, flat: Mapping[str, Any]) -> Any:
     return cls(**values)
 
 
-SETTINGS: tuple[Setting, ...] = tuple(Setting(key, f.metadata["default"], f.metadata["help"]) for key, f in _declared(Settings))
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(key, item.metadata["default"], item.metadata["help"]) for key, item in _declared(Settings)
+)
 DEFAULTS: dict[str, bool | int | float | str] = {s.key: s.default for s in SETTINGS}
 
 

@@ -128,7 +128,7 @@ class StableDiffusionBackbone:
         try:
             cast_training_params(unet, dtype=torch.float32)
             progress = Progress(progress_label and f"[lora] {progress_label}", lora.steps)
-            self._train_lora(images, ClassLabels(targets.labels.long(), targets.class_names), lora, seed, prompt_template, progress)
+            self._train_lora(images, targets, lora, seed, prompt_template, progress)
             state = {name: tensor.detach().cpu() for name, tensor in get_peft_model_state_dict(unet).items()}
             return fold_lora_scaling(state, lora.alpha / lora.rank)
         finally:
@@ -189,7 +189,7 @@ class StableDiffusionBackbone:
         """The AdamW loop over the UNet's trainable (LoRA) parameters, through accelerate."""
         pipeline, device = self.pipeline, self.accelerator.device
         generator = torch.Generator().manual_seed(seed)
-        labels, class_names = targets.labels, targets.class_names
+        labels, class_names = targets.labels.long(), targets.class_names
         prompts = [class_prompt(prompt_template, name) for name in class_names] + [""]  # last row: dropped prompt
         prompt_embeddings = self._prompt_embeddings(prompts)
         pixels = to_model_space(images, self.resolution)

@@ -72,6 +72,7 @@ def run_centralized(run: RunContext) -> None:
     model = initial_classifier(settings, run.num_classes)
     with run.recorder.phase("centralized"):
         t = settings.train
-        train_supervised(model, pooled, Schedule(t.local_only_epochs, t.lr, t.batch_size, settings.seed, device, t.augment_shift))
+        schedule = Schedule(t.local_only_epochs, t.lr, t.batch_size, settings.seed, device, t.augment_shift)
+        train_supervised(model, pooled, schedule)
     for pid, cd in client_data.items():
         run.recorder.clients[pid].global_acc = evaluate_accuracy(model, cd.test, device)
