@@ -29,11 +29,13 @@ import torch
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.generative.base import ClassLabels
-from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone
 from warmfed_flwr.learning.dsd import train_personalized
 from warmfed_flwr.learning.models import build_classifier
 from warmfed_flwr.learning.training import Schedule, pick_device, train_supervised
+
+# scripts/ is on sys.path when this file runs as a script
+from sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 
 CLASS_NAMES = ("airplane", "alarm_clock", "bicycle")
 CLIENTS = 2

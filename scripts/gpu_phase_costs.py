@@ -38,13 +38,14 @@ from warmfed_flwr.config import Settings
 from warmfed_flwr.data import camelyon17, domainnet, office_caltech10
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.generative.base import Adapter, ClassLabels
-from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone
 from warmfed_flwr.learning.dsd import train_personalized
 from warmfed_flwr.learning.models import build_classifier
 from warmfed_flwr.learning.training import Schedule, evaluate_accuracy, pick_device, train_supervised
 
-from gpu_check import timed  # scripts/ is on sys.path when this file runs as a script
+# scripts/ is on sys.path when this file runs as a script
+from gpu_check import timed
+from sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 
 DOMAINS = {"office-caltech10": len(office_caltech10.DOMAINS), "domainnet": len(domainnet.DOMAINS), "camelyon17": 5}
 CLASSES = {"office-caltech10": 10, "domainnet": len(domainnet.FEDBN_CLASSES), "camelyon17": len(camelyon17.CLASS_NAMES)}

@@ -22,12 +22,11 @@ import psutil
 import pytest
 from safetensors.numpy import load_file
 
+from deploy_local import Deployment, make_node_key, make_tls_files  # scripts/ is on pytest's pythonpath
+from expect import assert_accuracies
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "deploy_local.py"
-sys.path.insert(0, str(SCRIPT.parent))
-
-from deploy_local import Deployment, make_node_key, make_tls_files  # noqa: E402
-from expect import assert_accuracies  # noqa: E402
 
 
 def _run_script(args: list[str], timeout: float) -> tuple[int, str]:

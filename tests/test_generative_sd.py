@@ -11,9 +11,11 @@ import torch
 
 from warmfed_flwr.config import Settings
 from warmfed_flwr.generative.base import ClassLabels
-from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 from warmfed_flwr.generative.sd_utils import class_prompt, initial_latents, save_adapter_for_diffusers
 from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone, load_stable_diffusion_backbone
+
+# scripts/ is on pytest's pythonpath (pyproject.toml)
+from sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 
 CLASSES = ["alarm_clock", "cat"]
 # On CUDA the backbone runs in fp16, where batching and loading paths differ in the last bits.

@@ -26,11 +26,13 @@ from warmfed_flwr.data.domainnet import FEDBN_CLASSES
 from warmfed_flwr.data.office_caltech10 import DOMAINS as OFFICE_DOMAINS
 from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS, lora_config
-from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 from warmfed_flwr.generative.sd_utils import class_prompt
 from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone
 from warmfed_flwr.learning.models import build_classifier
 from warmfed_flwr.presets import load_preset
+
+# scripts/ is on pytest's pythonpath (pyproject.toml)
+from sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 FIXTURE_IMAGE_SIZE = 32
