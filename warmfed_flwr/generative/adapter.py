@@ -13,6 +13,9 @@ import numpy as np
 
 from warmfed_flwr.config import LoraSettings
 
+# An exported adapter's file name: the one diffusers' load_lora_weights looks for.
+ADAPTER_FILE = "pytorch_lora_weights.safetensors"
+
 class AdapterError(ValueError):
     """A client's adapter does not match the agreed settings; names the client and the key."""
 

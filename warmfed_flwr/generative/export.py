@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from warmfed_flwr.generative.adapter import ADAPTER_FILE
 from warmfed_flwr.generative.base import Adapter
 
-ADAPTER_FILE = "pytorch_lora_weights.safetensors"  # the name diffusers' load_lora_weights looks for
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 
 

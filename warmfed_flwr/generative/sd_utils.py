@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 
-from warmfed_flwr.generative.export import ADAPTER_FILE
+from warmfed_flwr.generative.adapter import ADAPTER_FILE
 
 
 def class_prompt(template: str, class_name: str) -> str:
