@@ -54,7 +54,7 @@ def test_a_run_stopped_after_the_warm_start_and_after_round_1_resumes_to_the_uni
     assert finished_phases(run_dir) == ["lora", "warmstart-generate", "warmstart-train"]
     artifacts = run_dir / "artifacts"
     assert len(list(artifacts.glob("adapters-*/partition-*.safetensors"))) == 2
-    assert len(list(artifacts.glob("pool-*.safetensors"))) == 1 and (artifacts / "model-warmstart.safetensors").is_file()
+    assert len(list(artifacts.glob("pool-*.safetensors"))) == 1 and (artifacts / "model-warmstart-train.safetensors").is_file()
 
     with pytest.raises(TooFewClientsError, match="round 2"):
         run_in_process({**config, "resume": str(run_dir)}, num_supernodes=2,

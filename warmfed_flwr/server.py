@@ -92,7 +92,9 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run one experiment end to end on `grid`; returns the results.json document.
 
-    `round_strategy` runs the rounds (WarmFed's and FGL's optional rounds, and those of fedavg, fedprox
+    `run_config` is the ServerApp's `context.run_config`: the clients read their settings from the
+    same run config, which Flower gives every ClientApp, so settings changed here alone would not
+    reach them. `round_strategy` runs the rounds (WarmFed's and FGL's optional rounds, and those of fedavg, fedprox
     and fedavg-ft) through its own `start`, which gets `train_config`, `evaluate_config` and
     `evaluate_fn` (default: the Flower strategy named by `train.aggregation`).
     """

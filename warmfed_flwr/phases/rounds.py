@@ -2,9 +2,8 @@
 
 The strategy's own `start` drives the rounds, with its `train_config`, `evaluate_config` and
 `evaluate_fn` and whatever it overrides, and returns its `Result` (kept in results.json). The app
-watches the rounds through the Grid it hands to `start` (`RoundsGrid`): it adds the run config to
-every message, numbers the rounds (a resumed run continues the numbering, and so the clients'
-seeds), records each client's failures and per-round accuracy, enforces `min-clients`, passes the
+watches the rounds through the Grid it hands to `start` (`RoundsGrid`): it numbers the rounds (a
+resumed run continues the numbering, and so the clients' seeds), records each client's failures and per-round accuracy, enforces `min-clients`, passes the
 training replies on in partition order, can fine-tune each round's aggregated model on the server
 (WarmFed/FGL: on the synthetic pool) before any client sees it, and hands each round's global model
 to a callback (the run's checkpoint, snapshots).

@@ -1,7 +1,7 @@
 """WarmFedStrategy: LoRA adapters -> synthetic warm-start pool -> global model -> optional rounds -> DSD.
 
-Import it into your own `server_app.py` and pass any `flwr.serverapp.strategy.Strategy` (in a
-`StrategyRun`, with what its `start` takes) to run the optional FedAvg-style rounds with it (see README).
+`warmfed_flwr.server.run_experiment` runs it; pass your own `flwr.serverapp.strategy.Strategy` there
+(`round_strategy=`, with what its `start` takes) to run the optional rounds with it (see README).
 With `use_adapters=False` it is the FGL baseline: the server generates from the base model with
 class conditioning only, and clients send nothing in the first phase.
 Each product of the warm start comes from the run's checkpoint, the cache or its phase

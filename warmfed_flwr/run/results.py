@@ -159,8 +159,8 @@ class RunRecorder:
             {
                 "round": server_round,
                 "clients": [
-                    {"partition_id": c.partition_id, "global_acc": c.global_acc, "personal_acc": c.personal_acc,
-                     "bytes_up": c.bytes_up, "bytes_down": c.bytes_down}
+                    {"partition_id": c.partition_id, "num_test": c.num_test, "global_acc": c.global_acc,
+                     "personal_acc": c.personal_acc, "bytes_up": c.bytes_up, "bytes_down": c.bytes_down}
                     for c in sorted(self.clients.values(), key=lambda c: c.partition_id)
                 ],
                 "averages": self.averages(),

@@ -1,9 +1,11 @@
 """One store for what the warm start produces: the clients' adapters, the synthetic pool, the warm-started model.
 
-Each call looks in this run's checkpoint first (a resumed run), then in the shared cache
-(`cache-dir`: an earlier run with the settings that produce the same thing), and only then
-computes; what is used is saved to the checkpoint, and a complete, computed product also to the
-cache. A product reused from the cache is recorded as if its phase ran (its bytes and seconds).
+A product is looked up in this run's checkpoint first (a resumed run), then, for adapters and the
+pool, in the shared cache (`cache-dir`: an earlier run with the settings that produce the same
+thing), and only then computed; what is used is saved to the checkpoint, and complete adapters or
+a pool that were computed also to the cache. A product reused from the cache is recorded as if
+its phase ran (its bytes and seconds). A checkpointed pool (`checkpointed_pool`) makes the
+adapters unnecessary, so it is asked for first.
 """
 
 from __future__ import annotations

@@ -15,9 +15,9 @@ nothing where Ray or Flower's Ray backend is absent (a deployment's SuperLink).
 from __future__ import annotations
 
 import threading
-from warmfed_flwr.logs import logger
 from typing import Any
 
+from warmfed_flwr.logs import logger
 
 _installed = threading.Lock()
 _MARK = "_warmfed_replaces_dead_workers"
