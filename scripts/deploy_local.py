@@ -55,7 +55,7 @@ from flwr.common.config import parse_config_args
 
 from warmfed_flwr.config import NODE_LOCAL, ConfigError, Settings
 from warmfed_flwr.launch import FLOWER_ENV, RunFailedError, count_clients, last_run_status, requested_config, toml_value
-from warmfed_flwr.processes import terminate_all
+from warmfed_flwr.runtime.processes import terminate_all
 
 APP_DIR = Path(__file__).resolve().parents[1]
 CONNECTION = "local-tls"

@@ -28,11 +28,14 @@ import torch
 
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.dsd import train_personalized
-from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
+from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone
-from warmfed_flwr.models import build_classifier
-from warmfed_flwr.training import pick_device, train_supervised
+from warmfed_flwr.learning.dsd import train_personalized
+from warmfed_flwr.learning.models import build_classifier
+from warmfed_flwr.learning.training import Schedule, pick_device, train_supervised
+
+# scripts/ is on sys.path when this file runs as a script
+from sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 
 CLASS_NAMES = ("airplane", "alarm_clock", "bicycle")
 CLIENTS = 2
@@ -142,12 +145,14 @@ def run_check(sizes: CheckSizes, small: bool, targets: str) -> dict[str, object]
     adapters = []
     for client, split in enumerate(clients):
         with timer.phase(f"lora client-{client}"):
-            adapters.append(backbone.fit_lora(split.images, split.labels, CLASS_NAMES, settings.lora, SEED + client))
+            targets = ClassLabels(split.labels, CLASS_NAMES)
+            adapters.append(backbone.fit_lora(split.images, targets, settings.lora, SEED + client))
     labels = torch.arange(len(CLASS_NAMES)).repeat_interleave(sizes.generate_images_per_class)
     synthetic = []
     for client, adapter in enumerate(adapters):
         with timer.phase(f"generate client-{client}"):
-            images = backbone.generate(labels, CLASS_NAMES, adapter, settings.generate, sizes.image_size, SEED + client)
+            wanted = ClassLabels(labels, CLASS_NAMES)
+            images = backbone.generate(wanted, adapter, settings.generate, sizes.image_size, SEED + client)
             synthetic.append(ImageSplit(images, labels.clone()))
     with timer.phase("release diffusion"):
         backbone.release()
@@ -155,11 +160,11 @@ def run_check(sizes: CheckSizes, small: bool, targets: str) -> dict[str, object]
     pool = ImageSplit(torch.cat([s.images for s in synthetic]), torch.cat([s.labels for s in synthetic]))
     with timer.phase("global resnet18"):
         global_model = build_classifier("resnet18", len(CLASS_NAMES), sizes.image_size, seed=SEED)
-        train_supervised(global_model, pool, 1, settings.train.lr, settings.train.batch_size, SEED, device)
+        train_supervised(global_model, pool, Schedule(1, settings.train.lr, settings.train.batch_size, SEED, device))
     for client, split in enumerate(clients):
         with timer.phase(f"dsd client-{client}"):
-            train = settings.train
-            train_personalized(global_model, split, settings.dsd, train.batch_size, SEED, device)
+            schedule = Schedule(settings.dsd.epochs, settings.dsd.lr, settings.train.batch_size, SEED, device)
+            train_personalized(global_model, split, settings.dsd, schedule)
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "pipeline": "tiny" if small else "sd15-sized random weights",

@@ -37,14 +37,15 @@ import torch
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data import camelyon17, domainnet, office_caltech10
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.dsd import train_personalized
-from warmfed_flwr.generative.base import Adapter
-from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
+from warmfed_flwr.generative.base import Adapter, ClassLabels
 from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone
-from warmfed_flwr.models import build_classifier
-from warmfed_flwr.training import evaluate_accuracy, pick_device, train_supervised
+from warmfed_flwr.learning.dsd import train_personalized
+from warmfed_flwr.learning.models import build_classifier
+from warmfed_flwr.learning.training import Schedule, evaluate_accuracy, pick_device, train_supervised
 
-from gpu_check import timed  # scripts/ is on sys.path when this file runs as a script
+# scripts/ is on sys.path when this file runs as a script
+from gpu_check import timed
+from sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 
 DOMAINS = {"office-caltech10": len(office_caltech10.DOMAINS), "domainnet": len(domainnet.DOMAINS), "camelyon17": 5}
 CLASSES = {"office-caltech10": 10, "domainnet": len(domainnet.FEDBN_CLASSES), "camelyon17": len(camelyon17.CLASS_NAMES)}
@@ -111,7 +112,7 @@ def measure_diffusion(
     lora, generate = settings.lora, settings.generate
 
     def fit(steps: int) -> Adapter:
-        return backbone.fit_lora(split.images, split.labels, class_names, dataclasses.replace(lora, steps=steps), SEED)
+        return backbone.fit_lora(split.images, ClassLabels(split.labels, class_names), dataclasses.replace(lora, steps=steps), SEED)
 
     adapter = fit(2)  # the warm-up fit; its adapter serves the generation
     lora_cost = measure(device, sample_steps, lambda: fit(sample_steps))
@@ -120,11 +121,11 @@ def measure_diffusion(
         return {"lora_step": lora_cost}
     labels = torch.arange(generate.batch_size) % len(class_names)
     warm_up = dataclasses.replace(generate, steps=2, batch_size=2)
-    backbone.generate(labels[:2], class_names, adapter, warm_up, settings.data.image_size, SEED)
+    backbone.generate(ClassLabels(labels[:2], class_names), adapter, warm_up, settings.data.image_size, SEED)
     generate_cost = measure(
         device,
         generate.batch_size,
-        lambda: backbone.generate(labels, class_names, adapter, generate, settings.data.image_size, SEED),
+        lambda: backbone.generate(ClassLabels(labels, class_names), adapter, generate, settings.data.image_size, SEED),
     )
     backbone.release()
     return {"lora_step": lora_cost, "generated_image": generate_cost}
@@ -134,14 +135,14 @@ def measure_classifier(settings: Settings, count: int, device: torch.device) -> 
     """One epoch of plain training, of DSD and of evaluation over `count` images, each after a warm-up."""
     train, classes = settings.train, CLASSES[settings.data.name]
     split = random_split(count, classes, settings.data.image_size)
-    model = build_classifier(train.model, classes, settings.data.image_size, seed=SEED)
+    model = build_classifier(settings.model.name, classes, settings.data.image_size, seed=SEED)
     one_epoch = dataclasses.replace(settings.dsd, epochs=1)
 
     def supervised() -> None:
-        train_supervised(model, split, 1, train.lr, train.batch_size, SEED, device)
+        train_supervised(model, split, Schedule(1, train.lr, train.batch_size, SEED, device))
 
     def distill() -> None:
-        train_personalized(model, split, one_epoch, train.batch_size, SEED, device)
+        train_personalized(model, split, one_epoch, Schedule(1, one_epoch.lr, train.batch_size, SEED, device))
 
     costs = {}
     for name, work in (("train_image_epoch", supervised), ("dsd_image_epoch", distill)):
@@ -160,7 +161,7 @@ def projections(settings: Settings, costs: dict[str, Measured]) -> dict[str, flo
         "lora_s_per_client": settings.lora.steps * costs["lora_step"].per_unit,
         "generate_s_per_client": settings.generate.images_per_client * costs["generated_image"].per_unit,
         "generate_s_all_clients": pool * costs["generated_image"].per_unit,
-        "server_train_s": pool * settings.server_epochs * costs["train_image_epoch"].per_unit,
+        "server_train_s": pool * settings.server.epochs * costs["train_image_epoch"].per_unit,
         "round_s_per_1000_images": 1000 * settings.train.local_epochs * costs["train_image_epoch"].per_unit,
         "dsd_s_per_1000_images": 1000 * settings.dsd.epochs * costs["dsd_image_epoch"].per_unit,
         "evaluate_s_per_1000_images": 1000 * costs["evaluated_image"].per_unit,
@@ -187,7 +188,7 @@ def measure_presets(
                                   "projected": {"lora_s_per_client": settings.lora.steps * costs["lora_step"].per_unit}}
             print_preset(path.name, costs, presets[path.name]["projected"])
             continue
-        classifier_key = (settings.train.model, settings.train.batch_size, settings.data.image_size,
+        classifier_key = (settings.model.name, settings.train.batch_size, settings.data.image_size,
                           CLASSES[settings.data.name])
         if classifier_key not in classifier_cache:
             classifier_cache[classifier_key] = measure_classifier(settings, classifier_images, device)

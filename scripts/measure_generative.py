@@ -38,6 +38,7 @@ from torchvision.utils import save_image
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.digits_domains import load_digits_domains
 from warmfed_flwr.generative import adapter_bytes, adapter_config, load_backbone, validate_adapter
+from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.tiny import TinyBackbone, to_model_space, train_denoiser
 
 COLUMNS = (
@@ -163,7 +164,7 @@ def fit_full_finetune(
         torch.manual_seed(seed)
         unet = copy.deepcopy(backbone.unet).requires_grad_(True)
         fit = replace(settings.lora, lr=lr, steps=steps)
-        train_denoiser(unet, backbone.scheduler, clean, labels.long(), backbone.null_label, fit)
+        train_denoiser(unet, backbone.scheduler, clean, labels.long(), fit)
     return TinyBackbone(unet, backbone.scheduler)
 
 
@@ -212,7 +213,8 @@ def measure(
     def timed_generate(adapter: object, guidance: float, model: object = backbone) -> tuple[torch.Tensor, float]:
         started = time.perf_counter()
         generate = replace(settings.generate, guidance=guidance)
-        images = model.generate(labels, data.class_names, adapter, generate, settings.data.image_size, settings.seed)
+        wanted = ClassLabels(labels, data.class_names)
+        images = model.generate(wanted, adapter, generate, settings.data.image_size, settings.seed)
         return images, len(labels) / (time.perf_counter() - started)
 
     base = {guidance: timed_generate(None, guidance) for guidance in guidances}
@@ -226,7 +228,8 @@ def measure(
             f" domain {accuracy(domain_judge, domain.test.images, real_domain_labels):.3f}"
         )
         started = time.perf_counter()
-        adapter = backbone.fit_lora(domain.train.images, domain.train.labels, data.class_names, settings.lora, settings.seed + index)
+        targets = ClassLabels(domain.train.labels, data.class_names)
+        adapter = backbone.fit_lora(domain.train.images, targets, settings.lora, settings.seed + index)
         fit_speed = settings.lora.steps / (time.perf_counter() - started)
         validate_adapter(adapter, adapter_config(settings.lora), backbone.adapter_shapes(settings.lora), settings.lora, domain.name)
         if full_finetune is not None:

@@ -16,11 +16,11 @@ import json
 from pathlib import Path
 
 from warmfed_flwr import data
-from warmfed_flwr.artifacts import ArtifactCache
-from warmfed_flwr.checkpoint import ARTIFACTS_DIR
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.plots import save_sample_grid, spread
+from warmfed_flwr.run.artifacts import ArtifactCache
+from warmfed_flwr.run.checkpoint import ARTIFACTS_DIR
+from warmfed_flwr.run.plots import save_sample_grid, spread
 
 
 def synthetic_shares(run_dir: Path) -> dict[int, ImageSplit]:

@@ -24,7 +24,6 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from warmfed_flwr.data.digits_domains import load_digits_domains
-from warmfed_flwr.training import random_shift
 from warmfed_flwr.generative.tiny import (
     TINY_ASSET_DIR,
     denoising_loss,
@@ -32,6 +31,7 @@ from warmfed_flwr.generative.tiny import (
     to_model_space,
     training_scheduler,
 )
+from warmfed_flwr.learning.training import random_shift
 
 IMAGE_SIZE = 16
 MAX_SHIFT = 1

@@ -24,8 +24,8 @@ from PIL import Image
 
 from warmfed_flwr.client import app as default_client_app
 from warmfed_flwr.data.digits_domains import load_digits_domains
-from warmfed_flwr.local_superlink import OwnSuperLink
 from warmfed_flwr.presets import load_preset
+from warmfed_flwr.runtime.local_superlink import OwnSuperLink
 from warmfed_flwr.server import make_server_app
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""Adapter validation, sizing and safetensors files (backbone-agnostic, no model needed)."""
+"""Adapter validation and sizing (backbone-agnostic, no model needed)."""
 
 from __future__ import annotations
 
@@ -6,16 +6,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
 from warmfed_flwr.config import Settings
 from warmfed_flwr.generative.adapter import (
     AdapterError,
-    AdapterFileError,
     adapter_bytes,
     adapter_config,
-    load_adapter,
-    save_adapter,
     validate_adapter,
 )
 
@@ -123,29 +119,3 @@ def test_oversized_adapter_is_refused(arrays, lora):
     with pytest.raises(AdapterError, match="max-bytes") as caught:
         validate_adapter(arrays, adapter_config(small), EXPECTED, small, CLIENT)
     assert caught.value.client == CLIENT and caught.value.key in EXPECTED
-
-
-def test_save_and_load_round_trip(tmp_path, arrays, lora):
-    path = tmp_path / "client-3.safetensors"
-    save_adapter(path, arrays, adapter_config(lora))
-    loaded, config = load_adapter(path)
-    assert config == adapter_config(lora)
-    assert set(loaded) == set(arrays)
-    for name, array in arrays.items():
-        assert loaded[name].dtype == np.float32
-        np.testing.assert_array_equal(loaded[name], array)
-    validate_adapter(loaded, config, EXPECTED, lora, CLIENT)
-
-
-def test_non_safetensors_file_is_refused_naming_the_file(tmp_path):
-    path = tmp_path / "adapter.pt"
-    path.write_bytes(b"\x80\x04 not a safetensors file at all")
-    with pytest.raises(AdapterFileError, match="adapter.pt"):
-        load_adapter(path)
-
-
-def test_safetensors_file_without_adapter_config_is_refused(tmp_path, arrays):
-    path = tmp_path / "bare.safetensors"
-    save_file(arrays, str(path))
-    with pytest.raises(AdapterFileError, match="bare.safetensors"):
-        load_adapter(path)

@@ -5,10 +5,10 @@ import torch
 
 import shutil
 
-from warmfed_flwr.artifacts import ArtifactCache, adapter_key, base_source_key, pool_key
-from warmfed_flwr.generative.assets import shipped_tiny_base_dir
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
+from warmfed_flwr.generative.assets import shipped_tiny_base_dir
+from warmfed_flwr.run.artifacts import ArtifactCache, adapter_key, base_source_key, pool_key
 
 BASE = Settings.from_run_config({})
 

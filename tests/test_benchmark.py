@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from warmfed_flwr.benchmark.claims import claim_rows
 from warmfed_flwr.benchmark.matrix import default_matrix, select
@@ -66,7 +67,10 @@ def test_report_shows_mean_and_std_over_seeds(tmp_path):
                                                                "averages": {**RESULTS["averages"], "global_acc": acc}}, 10))
     report = write_report(csv_path, "d").read_text()
     assert "| fedavg | 5 | 2 | 0.700 ± 0.141 |" in report
-    assert (tmp_path / "d-accuracy-vs-bytes.png").stat().st_size > 0
+    for plot in ("d-accuracy-vs-bytes.png", "d-accuracy-vs-rounds.png"):  # real pictures with something drawn
+        with Image.open(tmp_path / plot) as image:
+            assert image.format == "PNG" and image.width >= 400 and image.height >= 300
+            assert len(image.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 10
 
 
 def test_runner_smoke_then_resume_skips_the_cell(tmp_path, flwr_cli_env):

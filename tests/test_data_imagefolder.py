@@ -15,8 +15,8 @@ from warmfed_flwr import data as data_package
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data import DataError, domain_names, load_client_data, load_domain_set, num_clients
 from warmfed_flwr.data import images as images_module
-from warmfed_flwr.data.images import decode
 from warmfed_flwr.data.imagefolder import load_image_folder, split_train_test
+from warmfed_flwr.data.images import decode
 from warmfed_flwr.data.types import ImageFiles, ImageSplit
 
 COLOURS = {"bird": (0, 0, 255), "cat": (255, 0, 0), "dog": (0, 255, 0)}
@@ -82,7 +82,7 @@ def test_unreadable_files_are_skipped_named_and_logged_with_the_client(
         {"data.name": "imagefolder", "data.root": str(tree), "data.image-size": 8, "data.test-fraction": 0.5,
          "data.min-train-images": 2}
     ).data
-    with caplog.at_level(logging.WARNING, logger="warmfed_flwr.data.images"):
+    with caplog.at_level(logging.WARNING, logger="flwr"):
         clients = [load_client_data(settings, pid) for pid in range(num_clients(settings))]
     assert "corrupt.png" in caplog.text and "truncated.jpg" in caplog.text
     assert caplog.text.count("skipped 1 unreadable image file(s) of client") == 2

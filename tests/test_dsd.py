@@ -8,8 +8,9 @@ from torch.nn import functional as F
 
 from warmfed_flwr.config import DsdSettings
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.dsd import distillation_weight, dsd_loss, train_personalized
-from warmfed_flwr.models import build_classifier
+from warmfed_flwr.learning.dsd import distillation_weight, dsd_loss, train_personalized
+from warmfed_flwr.learning.models import build_classifier
+from warmfed_flwr.learning.training import Schedule
 
 
 def _logits(seed, n=8, c=5):
@@ -70,6 +71,7 @@ def test_train_personalized_leaves_teacher_untouched_and_changes_student():
     split = ImageSplit(torch.rand(32, 3, 16, 16), torch.arange(32) % 4)
     teacher = build_classifier("cnn", 4, 16, seed=0)
     before = [p.detach().clone() for p in teacher.parameters()]
-    student = train_personalized(teacher, split, DsdSettings("confidence", 1.0, 2.0, 2, 0.05), 8, 0, torch.device("cpu"))
+    dsd = DsdSettings("confidence", 1.0, 2.0, 2, 0.05)
+    student = train_personalized(teacher, split, dsd, Schedule(dsd.epochs, dsd.lr, 8, 0, torch.device("cpu")))
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))

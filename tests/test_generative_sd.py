@@ -10,14 +10,12 @@ import pytest
 import torch
 
 from warmfed_flwr.config import Settings
-from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
-from warmfed_flwr.generative.stable_diffusion import (
-    StableDiffusionBackbone,
-    class_prompt,
-    initial_latents,
-    load_stable_diffusion_backbone,
-    save_adapter_for_diffusers,
-)
+from warmfed_flwr.generative.base import ClassLabels
+from warmfed_flwr.generative.sd_utils import class_prompt, initial_latents, save_adapter_for_diffusers
+from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone, load_stable_diffusion_backbone
+
+# scripts/ is on pytest's pythonpath (pyproject.toml)
+from sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 
 CLASSES = ["alarm_clock", "cat"]
 # On CUDA the backbone runs in fp16, where batching and loading paths differ in the last bits.
@@ -62,7 +60,7 @@ def backbone() -> StableDiffusionBackbone:
 @pytest.fixture(scope="module")
 def adapter(backbone: StableDiffusionBackbone) -> dict[str, np.ndarray]:
     images, labels = client_images()
-    return backbone.fit_lora(images, labels, CLASSES, SETTINGS.lora, seed=0)
+    return backbone.fit_lora(images, ClassLabels(labels, CLASSES), SETTINGS.lora, seed=0)
 
 
 def test_fit_changes_only_lora_parameters() -> None:
@@ -75,7 +73,7 @@ def test_fit_changes_only_lora_parameters() -> None:
     modules_before = module_count(backbone)
     images, labels = client_images()
 
-    adapter = backbone.fit_lora(images, labels, CLASSES, SETTINGS.lora, seed=0)
+    adapter = backbone.fit_lora(images, ClassLabels(labels, CLASSES), SETTINGS.lora, seed=0)
 
     for name in components:
         after = getattr(backbone.pipeline, name).state_dict()
@@ -90,7 +88,7 @@ def test_fit_changes_only_lora_parameters() -> None:
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA backward kernels in fp16 are not bit-reproducible")
 def test_fit_is_deterministic_per_seed(backbone: StableDiffusionBackbone, adapter: dict[str, np.ndarray]) -> None:
     images, labels = client_images()
-    again = backbone.fit_lora(images, labels, CLASSES, SETTINGS.lora, seed=0)
+    again = backbone.fit_lora(images, ClassLabels(labels, CLASSES), SETTINGS.lora, seed=0)
     assert all(np.array_equal(again[name], adapter[name]) for name in adapter)
 
 
@@ -99,7 +97,7 @@ def test_adapter_arrays_match_adapter_shapes(backbone: StableDiffusionBackbone, 
     lora = dataclasses.replace(SETTINGS.lora, targets=targets, steps=1)
     images, labels = client_images(4)
 
-    adapter = backbone.fit_lora(images, labels, CLASSES, lora, seed=0)
+    adapter = backbone.fit_lora(images, ClassLabels(labels, CLASSES), lora, seed=0)
 
     shapes = backbone.adapter_shapes(lora)
     assert {name: array.shape for name, array in adapter.items()} == shapes
@@ -113,9 +111,9 @@ def test_adapter_arrays_match_adapter_shapes(backbone: StableDiffusionBackbone, 
 def test_generate_is_deterministic_sized_and_in_range(backbone: StableDiffusionBackbone) -> None:
     labels = torch.tensor([0, 1, 1])
 
-    first = backbone.generate(labels, CLASSES, None, SETTINGS.generate, image_size=24, seed=3)
-    again = backbone.generate(labels, CLASSES, None, SETTINGS.generate, image_size=24, seed=3)
-    other_seed = backbone.generate(labels, CLASSES, None, SETTINGS.generate, image_size=24, seed=4)
+    first = backbone.generate(ClassLabels(labels, CLASSES), None, SETTINGS.generate, image_size=24, seed=3)
+    again = backbone.generate(ClassLabels(labels, CLASSES), None, SETTINGS.generate, image_size=24, seed=3)
+    other_seed = backbone.generate(ClassLabels(labels, CLASSES), None, SETTINGS.generate, image_size=24, seed=4)
 
     assert first.shape == (3, 3, 24, 24) and first.dtype == torch.float32
     assert 0.0 <= float(first.min()) and float(first.max()) <= 1.0
@@ -127,10 +125,10 @@ def test_generate_changes_with_adapter_and_releases_it(
     backbone: StableDiffusionBackbone, adapter: dict[str, np.ndarray]
 ) -> None:
     labels = torch.tensor([0, 1])
-    base = backbone.generate(labels, CLASSES, None, SETTINGS.generate, RESOLUTION, seed=5)
+    base = backbone.generate(ClassLabels(labels, CLASSES), None, SETTINGS.generate, RESOLUTION, seed=5)
 
-    adapted = backbone.generate(labels, CLASSES, adapter, SETTINGS.generate, RESOLUTION, seed=5)
-    base_again = backbone.generate(labels, CLASSES, None, SETTINGS.generate, RESOLUTION, seed=5)
+    adapted = backbone.generate(ClassLabels(labels, CLASSES), adapter, SETTINGS.generate, RESOLUTION, seed=5)
+    base_again = backbone.generate(ClassLabels(labels, CLASSES), None, SETTINGS.generate, RESOLUTION, seed=5)
 
     assert (adapted - base).abs().max() > 1e-3
     assert torch.equal(base, base_again)
@@ -145,7 +143,7 @@ def test_ten_adapters_in_a_row_leave_the_unet_unchanged(backbone: StableDiffusio
 
     for seed in range(10):
         adapter = {name: rng.normal(0.0, 0.05, shape).astype(np.float32) for name, shape in shapes.items()}
-        backbone.generate(torch.tensor([0]), CLASSES, adapter, settings, RESOLUTION, seed=seed)
+        backbone.generate(ClassLabels(torch.tensor([0]), CLASSES), adapter, settings, RESOLUTION, seed=seed)
 
     assert module_count(backbone) == modules_before
     assert sum(p.numel() for p in backbone.pipeline.unet.parameters()) == parameters_before
@@ -157,7 +155,7 @@ def test_adapter_round_trips_into_diffusers_load_lora_weights(
 ) -> None:
     labels = torch.tensor([0, 1])
     prompts = [class_prompt(SETTINGS.generate.prompt_template, CLASSES[int(label)]) for label in labels]
-    ours = backbone.generate(labels, CLASSES, adapter, SETTINGS.generate, RESOLUTION, seed=7)
+    ours = backbone.generate(ClassLabels(labels, CLASSES), adapter, SETTINGS.generate, RESOLUTION, seed=7)
     written = save_adapter_for_diffusers(adapter, tmp_path)
     pipeline = build_tiny_pipeline(RESOLUTION).to(backbone.accelerator.device, backbone.weight_dtype)
     pipeline.set_progress_bar_config(disable=True)
@@ -196,10 +194,10 @@ def test_prompt_template_is_applied_in_fit_and_generate(
     settings = dataclasses.replace(SETTINGS.generate, prompt_template="a sketch of a {class}", steps=1)
     images, labels = client_images(4)
 
-    backbone.fit_lora(images, labels, CLASSES, dataclasses.replace(SETTINGS.lora, steps=1), 0, "a sketch of a {class}")
+    backbone.fit_lora(images, ClassLabels(labels, CLASSES), dataclasses.replace(SETTINGS.lora, steps=1), 0, "a sketch of a {class}")
     assert seen == ["a sketch of a alarm clock", "a sketch of a cat", ""]
     seen.clear()
-    backbone.generate(torch.tensor([1, 0]), CLASSES, None, settings, RESOLUTION, seed=0)
+    backbone.generate(ClassLabels(torch.tensor([1, 0]), CLASSES), None, settings, RESOLUTION, seed=0)
     assert seen[:2] == ["a sketch of a cat", "a sketch of a alarm clock"]
 
 
@@ -207,7 +205,7 @@ def test_out_of_memory_halves_the_batch_and_warns(
     backbone: StableDiffusionBackbone, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     labels = torch.tensor([0, 1, 0, 1])
-    expected = backbone.generate(labels, CLASSES, None, SETTINGS.generate, RESOLUTION, seed=2)
+    expected = backbone.generate(ClassLabels(labels, CLASSES), None, SETTINGS.generate, RESOLUTION, seed=2)
     unet = backbone.pipeline.unet
     forward = unet.forward
 
@@ -217,8 +215,8 @@ def test_out_of_memory_halves_the_batch_and_warns(
         return forward(sample, *args, **kwargs)
 
     monkeypatch.setattr(unet, "forward", forward_fitting_two_prompts)
-    with caplog.at_level(logging.WARNING, logger="warmfed_flwr.generative.stable_diffusion"):
-        images = backbone.generate(labels, CLASSES, None, SETTINGS.generate, RESOLUTION, seed=2)
+    with caplog.at_level(logging.WARNING, logger="flwr"):
+        images = backbone.generate(ClassLabels(labels, CLASSES), None, SETTINGS.generate, RESOLUTION, seed=2)
 
     torch.testing.assert_close(images, expected, atol=TOLERANCE, rtol=0)
     messages = [record.getMessage() for record in caplog.records]
@@ -232,7 +230,7 @@ def test_foreign_adapter_is_rejected_and_leaves_no_layers(
     modules_before = module_count(backbone)
 
     with pytest.raises(ValueError, match="does not fit the stable-diffusion UNet"):
-        backbone.generate(torch.tensor([0]), CLASSES, renamed, SETTINGS.generate, RESOLUTION, seed=0)
+        backbone.generate(ClassLabels(torch.tensor([0]), CLASSES), renamed, SETTINGS.generate, RESOLUTION, seed=0)
     assert module_count(backbone) == modules_before
 
 
@@ -260,7 +258,7 @@ def test_loader_caches_a_saved_pipeline_until_release(tmp_path) -> None:
     first.release()
 
     with pytest.raises(RuntimeError, match="released"):
-        first.generate(torch.tensor([0]), CLASSES, None, SETTINGS.generate, RESOLUTION, seed=0)
+        first.generate(ClassLabels(torch.tensor([0]), CLASSES), None, SETTINGS.generate, RESOLUTION, seed=0)
     second = load_stable_diffusion_backbone(str(tmp_path))
     assert second is not first
     second.release()

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from warmfed_flwr.config import Settings
 from warmfed_flwr.generative import adapter_config, load_backbone, validate_adapter
+from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.export import export_adapter
 from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS, fold_lora_scaling
 from warmfed_flwr.generative.tiny import (
@@ -57,7 +58,7 @@ def client_data() -> tuple[torch.Tensor, torch.Tensor]:
 @pytest.fixture(scope="module")
 def adapter(backbone, settings, client_data) -> dict[str, np.ndarray]:
     images, labels = client_data
-    return backbone.fit_lora(images, labels, CLASS_NAMES, settings.lora, seed=0)
+    return backbone.fit_lora(images, ClassLabels(labels, CLASS_NAMES), settings.lora, seed=0)
 
 
 def _base_state(backbone: TinyBackbone) -> dict[str, torch.Tensor]:
@@ -71,13 +72,13 @@ def _live_modules() -> int:
 
 
 def _generate(backbone, settings, adapter, seed=0, image_size=8, labels=torch.tensor([0, 1, 2, 0, 1, 2])):
-    return backbone.generate(labels, CLASS_NAMES, adapter, settings.generate, image_size=image_size, seed=seed)
+    return backbone.generate(ClassLabels(labels, CLASS_NAMES), adapter, settings.generate, image_size=image_size, seed=seed)
 
 
 def test_fit_trains_lora_only_and_leaves_the_base_unchanged(backbone, settings, client_data):
     before = _base_state(backbone)
     images, labels = client_data
-    adapter = backbone.fit_lora(images, labels, CLASS_NAMES, settings.lora, seed=0)
+    adapter = backbone.fit_lora(images, ClassLabels(labels, CLASS_NAMES), settings.lora, seed=0)
     after = backbone.unet.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[name], after[name]) for name in before)
@@ -89,8 +90,8 @@ def test_fit_trains_lora_only_and_leaves_the_base_unchanged(backbone, settings, 
 
 def test_fit_is_deterministic_per_seed(backbone, settings, client_data, adapter):
     images, labels = client_data
-    again = backbone.fit_lora(images, labels, CLASS_NAMES, settings.lora, seed=0)
-    other = backbone.fit_lora(images, labels, CLASS_NAMES, settings.lora, seed=1)
+    again = backbone.fit_lora(images, ClassLabels(labels, CLASS_NAMES), settings.lora, seed=0)
+    other = backbone.fit_lora(images, ClassLabels(labels, CLASS_NAMES), settings.lora, seed=1)
     assert all(np.array_equal(adapter[name], again[name]) for name in adapter)
     assert any(not np.array_equal(adapter[name], other[name]) for name in adapter)
 
@@ -155,7 +156,8 @@ def test_sixty_adapters_in_a_row_leave_the_base_as_it_was(backbone, settings, ad
     live_modules = _live_modules()
     for client in range(60):
         scaled = {name: array * (1 + client % 3) for name, array in adapter.items()}
-        backbone.generate(torch.tensor([client % 3]), CLASS_NAMES, scaled, settings.generate, image_size=8, seed=client)
+        wanted = ClassLabels(torch.tensor([client % 3]), CLASS_NAMES)
+        backbone.generate(wanted, scaled, settings.generate, image_size=8, seed=client)
     assert _live_modules() == live_modules
     assert len(list(backbone.unet.modules())) == modules
     assert sum(p.numel() for p in backbone.unet.parameters()) == parameters
@@ -164,7 +166,7 @@ def test_sixty_adapters_in_a_row_leave_the_base_as_it_was(backbone, settings, ad
 
 def test_labels_outside_the_class_names_are_refused(backbone, settings, adapter):
     with pytest.raises(ValueError, match="labels"):
-        backbone.generate(torch.tensor([0, 3]), CLASS_NAMES, adapter, settings.generate, image_size=8, seed=0)
+        backbone.generate(ClassLabels(torch.tensor([0, 3]), CLASS_NAMES), adapter, settings.generate, image_size=8, seed=0)
 
 
 def test_shipped_asset_loads_with_the_expected_config():

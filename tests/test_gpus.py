@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from warmfed_flwr import gpus, launch
+from warmfed_flwr import launch
 from warmfed_flwr.config import Settings
-from warmfed_flwr.gpus import Gpu, client_gpu_share, visible_gpus
+from warmfed_flwr.runtime import gpus
+from warmfed_flwr.runtime.gpus import Gpu, client_gpu_share, visible_gpus
 
 H100 = "0, GPU-aaaa, NVIDIA H100 80GB HBM3, 81559\n1, GPU-bbbb, NVIDIA H100 80GB HBM3, 81559\n"
 

@@ -8,7 +8,7 @@ import numpy as np
 import psutil
 import pytest
 
-from warmfed_flwr.heap import release_freed_memory
+from warmfed_flwr.runtime.heap import release_freed_memory
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="malloc_trim is glibc's")

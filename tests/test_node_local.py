@@ -14,7 +14,7 @@ from warmfed_flwr.client import client_data, handle_info
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data import DataError
 from warmfed_flwr.data.node_local import node_folder, to_agreed_labels
-from warmfed_flwr.federation import AGREED_CLASSES_KEY, ClientInfo, agreed_classes_record
+from warmfed_flwr.run.federation import AGREED_CLASSES_KEY, ClientInfo, agreed_classes_record
 from warmfed_flwr.server import agreed_class_names
 
 ROOT = Path(__file__).resolve().parents[1]

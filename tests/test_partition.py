@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from warmfed_flwr.config import Settings
-from warmfed_flwr.data import DataError, load_all_clients, load_client_data, load_domain_set, num_clients
-from warmfed_flwr.data.partition import client_slots, shard_indices, shard_train_test
+from warmfed_flwr.data import DataError, load_client_data, load_domain_set, num_clients
+from warmfed_flwr.data.partition import Sharding, client_slots, shard_indices, shard_train_test
 
 LABELS = np.repeat(np.arange(10), 30)  # 300 images, 30 per class
 
@@ -35,38 +35,38 @@ def test_client_slots_number_clients_domain_by_domain() -> None:
 
 
 def test_iid_shards_are_equal_disjoint_and_deterministic() -> None:
-    shards = shard_indices(LABELS, 4, "iid", 0.5, seed=1)
+    shards = shard_indices(LABELS, Sharding(4, "iid", 0.5, seed=1))
     assert_disjoint_cover(shards, LABELS.size)
     assert [len(shard) for shard in shards] == [75] * 4
     assert all(len(np.unique(LABELS[shard])) == 10 for shard in shards)  # shuffled, not cut by class
-    again = shard_indices(LABELS, 4, "iid", 0.5, seed=1)
-    other = shard_indices(LABELS, 4, "iid", 0.5, seed=2)
+    again = shard_indices(LABELS, Sharding(4, "iid", 0.5, seed=1))
+    other = shard_indices(LABELS, Sharding(4, "iid", 0.5, seed=2))
     assert all(np.array_equal(a, b) for a, b in zip(shards, again))
     assert not all(np.array_equal(a, b) for a, b in zip(shards, other))
 
 
 def test_dirichlet_shards_are_disjoint_skewed_and_respect_the_minimum_size() -> None:
-    shards = shard_indices(LABELS, 4, "dirichlet", 0.3, seed=0, min_shard_size=20)
+    shards = shard_indices(LABELS, Sharding(4, "dirichlet", 0.3, seed=0), min_shard_size=20)
     assert_disjoint_cover(shards, LABELS.size)
     assert min(len(shard) for shard in shards) >= 20
-    iid_spread = max(np.bincount(LABELS[s], minlength=10).std() for s in shard_indices(LABELS, 4, "iid", 0.3, 0))
+    iid_spread = max(np.bincount(LABELS[s], minlength=10).std() for s in shard_indices(LABELS, Sharding(4, "iid", 0.3, 0)))
     dirichlet_spread = max(np.bincount(LABELS[s], minlength=10).std() for s in shards)
     assert dirichlet_spread > 2 * iid_spread  # label skew
 
 
 def test_more_shards_than_images_names_the_domain() -> None:
     with pytest.raises(DataError, match="domain 'sketch'.*5 clients.*only 3 images"):
-        shard_indices(np.array([0, 1, 2]), 5, "iid", 0.5, seed=0, domain="sketch")
+        shard_indices(np.array([0, 1, 2]), Sharding(5, "iid", 0.5, seed=0), domain="sketch")
 
 
 def test_unsatisfiable_dirichlet_minimum_is_a_clear_data_error() -> None:
     with pytest.warns(UserWarning, match="min_partition_size"), pytest.raises(DataError, match="domain 'clean'.*alpha"):
-        shard_indices(LABELS, 10, "dirichlet", 0.5, seed=0, domain="clean", min_shard_size=30)
+        shard_indices(LABELS, Sharding(10, "dirichlet", 0.5, seed=0), domain="clean", min_shard_size=30)
 
 
 def test_dirichlet_test_shards_follow_each_clients_train_labels() -> None:
     test_labels = np.repeat(np.arange(10), 10)
-    shards = shard_train_test(LABELS, test_labels, 6, "dirichlet", 0.2, seed=3, domain="d", min_train_size=5)
+    shards = shard_train_test(LABELS, test_labels, Sharding(6, "dirichlet", 0.2, seed=3), domain="d", min_train_size=5)
     assert_disjoint_cover([train for train, _ in shards], LABELS.size)
     assert_disjoint_cover([test for _, test in shards], test_labels.size)
     for train, test in shards:
@@ -78,7 +78,7 @@ def test_dirichlet_test_shards_follow_each_clients_train_labels() -> None:
 )
 def test_digits_clients_add_up_to_each_domain(clients_per_domain: int, partitioning: str) -> None:
     settings = data_settings(clients_per_domain=clients_per_domain, partitioning=partitioning, min_train_images=5)
-    clients = load_all_clients(settings)
+    clients = [load_client_data(settings, pid, num_clients(settings)) for pid in range(num_clients(settings))]
     assert num_clients(settings) == len(clients) == 4 * clients_per_domain
     for domain in load_domain_set(settings).domains:
         own = [client for client in clients if client.domain == domain.name]

@@ -24,11 +24,15 @@ from warmfed_flwr.data.digits_domains import DOMAIN_NAMES as DIGITS_DOMAINS
 from warmfed_flwr.data.domainnet import DOMAINS as DOMAINNET_DOMAINS
 from warmfed_flwr.data.domainnet import FEDBN_CLASSES
 from warmfed_flwr.data.office_caltech10 import DOMAINS as OFFICE_DOMAINS
+from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS, lora_config
-from warmfed_flwr.generative.sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
-from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone, class_prompt
-from warmfed_flwr.models import build_classifier
+from warmfed_flwr.generative.sd_utils import class_prompt
+from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone
+from warmfed_flwr.learning.models import build_classifier
 from warmfed_flwr.presets import load_preset
+
+# scripts/ is on pytest's pythonpath (pyproject.toml)
+from sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 FIXTURE_IMAGE_SIZE = 32
@@ -138,7 +142,7 @@ def test_real_preset_dry_run(preset: RealPreset, tiny_sd_backbone: StableDiffusi
 
     assert settings.rounds == 0 and settings.method == "warmfed"
     assert (settings.lora.backbone, settings.lora.model_path) == ("stable-diffusion", SD15_HUB_ID)
-    assert settings.lora.targets == "attention" and settings.train.model == "resnet18"
+    assert settings.lora.targets == "attention" and settings.model.name == "resnet18"
 
     assert domain_names(settings.data) == preset.domains
     assert settings.data.clients_per_domain == preset.clients_per_domain
@@ -151,7 +155,7 @@ def test_real_preset_dry_run(preset: RealPreset, tiny_sd_backbone: StableDiffusi
         assert client.train.images.shape[1:] == (3, FIXTURE_IMAGE_SIZE, FIXTURE_IMAGE_SIZE)
     assert [c.domain for c in clients] == [d for d in preset.domains for _ in range(preset.clients_per_domain)]
 
-    classifier = build_classifier(settings.train.model, len(class_names), settings.data.image_size).eval()
+    classifier = build_classifier(settings.model.name, len(class_names), settings.data.image_size).eval()
     with torch.no_grad():
         logits = classifier(clients[0].train.subset(range(min(4, len(clients[0].train)))).float_images())
     assert logits.shape == (min(4, len(clients[0].train)), len(class_names))
@@ -164,7 +168,7 @@ def test_real_preset_dry_run(preset: RealPreset, tiny_sd_backbone: StableDiffusi
     assert len(set(prompts)) == len(class_names) and not any("_" in p or "{" in p for p in prompts)
     one_step = dataclasses.replace(settings.generate, steps=1)
     images = tiny_sd_backbone.generate(
-        torch.arange(len(class_names)), class_names, None, one_step, settings.data.image_size, settings.seed
+        ClassLabels(torch.arange(len(class_names)), class_names), None, one_step, settings.data.image_size, settings.seed
     )
     assert images.shape == (len(class_names), 3, FIXTURE_IMAGE_SIZE, FIXTURE_IMAGE_SIZE)
     with torch.no_grad():
@@ -203,7 +207,7 @@ def test_digits_preset_clients_all_load(file: str, clients_per_domain: int) -> N
     # Disjoint shards: together the clients of a domain hold exactly that domain's training images.
     domains = load_domain_set(settings.data).domains
     assert sum(train_sizes) == sum(len(domain.train) for domain in domains)
-    classifier = build_classifier(settings.train.model, 10, settings.data.image_size).eval()
+    classifier = build_classifier(settings.model.name, 10, settings.data.image_size).eval()
     with torch.no_grad():
         assert classifier(clients[-1].train.images).shape == (len(clients[-1].train), 10)
 

@@ -18,9 +18,9 @@ from safetensors.torch import save_file
 from torchvision.models import resnet18
 
 from warmfed_flwr.config import ConfigError, Settings
-from warmfed_flwr.models import build_classifier, initial_classifier
+from warmfed_flwr.learning.models import build_classifier, initial_classifier
+from warmfed_flwr.learning.pretrained import hub_cache_path
 from warmfed_flwr.presets import load_preset
-from warmfed_flwr.pretrained import hub_cache_path
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 GPU_PRESETS = ("office-caltech10.toml", "domainnet.toml", "domainnet-60.toml", "camelyon17.toml")
@@ -191,5 +191,5 @@ def test_cnn_ignores_the_setting_and_says_so(cached_checkpoint: Path, caplog: py
 
 @pytest.mark.parametrize("file", GPU_PRESETS)
 def test_gpu_presets_use_imagenet_weights_when_cached(file: str) -> None:
-    train = Settings.from_run_config(load_preset(CONF / file)).train
-    assert (train.model, train.pretrained) == ("resnet18", "auto")
+    model = Settings.from_run_config(load_preset(CONF / file)).model
+    assert (model.name, model.pretrained) == ("resnet18", "auto")

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from flwr.app import Context, Message
 
-from warmfed_flwr.artifacts import ArtifactCache
-from warmfed_flwr.checkpoint import Checkpoint, ResumeError, check_resumable
 from warmfed_flwr.client import HANDLERS, Handler, build_client_app, handle_fit_round, partition_id
 from warmfed_flwr.config import merge_run_config
-from warmfed_flwr.federation import TooFewClientsError
-from warmfed_flwr.results import RunRecorder
+from warmfed_flwr.run.artifacts import ArtifactCache
+from warmfed_flwr.run.checkpoint import Checkpoint, ResumeError, check_resumable
+from warmfed_flwr.run.federation import TooFewClientsError
+from warmfed_flwr.run.results import RunRecorder
 
 
 def crash_in_round(server_round: int) -> Handler:
@@ -54,7 +54,7 @@ def test_a_run_stopped_after_the_warm_start_and_after_round_1_resumes_to_the_uni
     assert finished_phases(run_dir) == ["lora", "warmstart-generate", "warmstart-train"]
     artifacts = run_dir / "artifacts"
     assert len(list(artifacts.glob("adapters-*/partition-*.safetensors"))) == 2
-    assert len(list(artifacts.glob("pool-*.safetensors"))) == 1 and (artifacts / "model-warmstart.safetensors").is_file()
+    assert len(list(artifacts.glob("pool-*.safetensors"))) == 1 and (artifacts / "model-warmstart-train.safetensors").is_file()
 
     with pytest.raises(TooFewClientsError, match="round 2"):
         run_in_process({**config, "resume": str(run_dir)}, num_supernodes=2,

@@ -15,9 +15,11 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 from warmfed_flwr.config import Settings
-from warmfed_flwr.generative.sd_pipeline_factory import build_tiny_pipeline
-from warmfed_flwr.generative.stable_diffusion import initial_latents
+from warmfed_flwr.generative.sd_utils import initial_latents
 from warmfed_flwr.server import warn_if_no_cuda
+
+# scripts/ is on pytest's pythonpath (pyproject.toml)
+from sd_pipeline_factory import build_tiny_pipeline
 
 RESOLUTION = 16
 

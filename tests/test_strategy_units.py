@@ -3,14 +3,15 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, Metadata, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg, Result
 
 from warmfed_flwr.config import Settings
-from warmfed_flwr.results import RunRecorder
-from warmfed_flwr.rounds import RoundsGrid
-from warmfed_flwr.strategy import labels_for_client
+from warmfed_flwr.phases.rounds import RoundsGrid
+from warmfed_flwr.phases.warmstart import labels_for_client
+from warmfed_flwr.run.results import RunRecorder
 
 
 def test_synthetic_labels_follow_the_client_counts_exactly():
@@ -28,13 +29,10 @@ def test_recorder_writes_results_after_each_phase_even_when_it_fails(tmp_path):
     rec = RunRecorder(tmp_path, "warmfed", 0, 1, "digits-domains")
     rec.add_client(0, "clean", node_id=11)
     rec.add_client(1, "thick", node_id=12)
-    try:
-        with rec.phase("lora"):
-            rec.clients[0].personal_acc = 0.5
-            rec.add_failure("lora", 12, "client error: boom")
-            raise RuntimeError("stop")
-    except RuntimeError:
-        pass
+    with pytest.raises(RuntimeError, match="stop"), rec.phase("lora"):
+        rec.clients[0].personal_acc = 0.5
+        rec.add_failure("lora", 12, "client error: boom")
+        raise RuntimeError("stop")
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["phases"][0]["name"] == "lora"
     assert results["failures"] == [

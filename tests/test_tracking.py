@@ -10,7 +10,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from warmfed_flwr.config import ConfigError
-from warmfed_flwr.tracking import open_tracker
+from warmfed_flwr.run.tracking import open_tracker
 
 
 def test_tensorboard_gets_phases_rounds_final_numbers_and_figures(run_in_process, tmp_path: Path) -> None:

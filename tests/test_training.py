@@ -3,8 +3,8 @@
 import torch
 
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.models import build_classifier
-from warmfed_flwr.training import evaluate_accuracy, random_shift, run_epochs, train_supervised
+from warmfed_flwr.learning.models import build_classifier
+from warmfed_flwr.learning.training import Schedule, evaluate_accuracy, random_shift, run_epochs, train_supervised
 
 
 def _separable(n=200, classes=4, seed=0):
@@ -34,8 +34,8 @@ def test_training_learns():
     train, test = _separable(seed=0), _separable(seed=1)
     model = build_classifier("cnn", 4, 16, seed=0)
     device = torch.device("cpu")
-    first = run_epochs(model, train, 1, 0.05, 32, 0, device)
-    last = train_supervised(model, train, 5, 0.05, 32, 0, device)
+    first = run_epochs(model, train, Schedule(1, 0.05, 32, 0, device))
+    last = train_supervised(model, train, Schedule(5, 0.05, 32, 0, device))
     assert last < first
     assert evaluate_accuracy(model, test, device) > 0.9
 
@@ -46,8 +46,8 @@ def test_fedprox_term_keeps_weights_closer_to_start():
     start = build_classifier("cnn", 4, 16, seed=0)
     init = [p.detach().clone() for p in start.parameters()]
     plain, prox = build_classifier("cnn", 4, 16, seed=0), build_classifier("cnn", 4, 16, seed=0)
-    train_supervised(plain, train, 3, 0.05, 32, 0, device)
-    train_supervised(prox, train, 3, 0.05, 32, 0, device, proximal_mu=10.0)
+    train_supervised(plain, train, Schedule(3, 0.05, 32, 0, device))
+    train_supervised(prox, train, Schedule(3, 0.05, 32, 0, device), proximal_mu=10.0)
 
     def drift(m):
         return sum(float(((p.detach() - q) ** 2).sum()) for p, q in zip(m.parameters(), init))
@@ -72,7 +72,7 @@ def test_augmented_training_is_reproducible_and_differs_from_plain():
     device = torch.device("cpu")
     runs = [build_classifier("cnn", 4, 16, seed=0) for _ in range(3)]
     for model, shift in zip(runs, (1, 1, 0)):
-        train_supervised(model, train, 2, 0.05, 32, 0, device, max_shift=shift)
+        train_supervised(model, train, Schedule(2, 0.05, 32, 0, device, max_shift=shift))
     first, again, plain = ([p.detach() for p in m.parameters()] for m in runs)
     assert all(torch.equal(p, q) for p, q in zip(first, again))
     assert any(not torch.equal(p, q) for p, q in zip(first, plain))

@@ -14,22 +14,23 @@ from functools import lru_cache
 from typing import Callable, Mapping
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from warmfed_flwr import data
+from warmfed_flwr import data, seeds
 from warmfed_flwr.config import NODE_LOCAL, DataSettings, Settings
 from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.node_local import DATA_ROOT_KEY, DOMAIN_KEY, HELP, node_client_data, read_node_folder
 from warmfed_flwr.data.types import ClientData
-from warmfed_flwr.dsd import train_personalized
-from warmfed_flwr.federation import AGREED_CLASSES_KEY
-from warmfed_flwr.generative import load_backbone
+from warmfed_flwr.generative import ClassLabels, load_backbone
 from warmfed_flwr.generative.adapter import adapter_config
+from warmfed_flwr.learning.dsd import train_personalized
+from warmfed_flwr.learning.models import build_classifier
+from warmfed_flwr.learning.training import Schedule, evaluate_accuracy, pick_device, train_supervised
 from warmfed_flwr.logs import Progress
-from warmfed_flwr.models import build_classifier
-from warmfed_flwr.training import evaluate_accuracy, pick_device, train_supervised
-from warmfed_flwr.transport import arrays_to_record, load_record_into, model_to_record
+from warmfed_flwr.run.federation import AGREED_CLASSES_KEY
+from warmfed_flwr.run.transport import arrays_to_record, load_record_into, model_to_record
+from warmfed_flwr.seeds import client_seed
 
 Handler = Callable[[Message, Context], Message]
 
@@ -100,14 +101,15 @@ def client_data(settings: Settings, context: Context, msg: Message) -> ClientDat
     return _shared_client_data(settings.data, partition_id(context), num_partitions(context))
 
 
-def client_seed(settings: Settings, pid: int, salt: int) -> int:
-    """A per-client, per-purpose seed derived from the run seed."""
-    return settings.seed * 1_000_003 + pid * 101 + salt
+def client_schedule(settings: Settings, pid: int, epochs: int, purpose: int) -> Schedule:
+    """How this client trains a model: the run's batches, rate and shift augmentation, the client's seed for `purpose`."""
+    t = settings.train
+    return Schedule(epochs, t.lr, t.batch_size, client_seed(settings.seed, pid, purpose), pick_device(), t.augment_shift)
 
 
 def global_model(settings: Settings, num_classes: int, msg: Message) -> torch.nn.Module:
     """The classifier carried by the message's 'arrays' record."""
-    model = build_classifier(settings.train.model, num_classes, settings.data.image_size)
+    model = build_classifier(settings.model.name, num_classes, settings.data.image_size)
     return load_record_into(model, msg.content.array_records["arrays"])
 
 
@@ -146,10 +148,9 @@ def handle_lora(msg: Message, context: Context) -> Message:
     start = time.perf_counter()
     adapter = backbone.fit_lora(
         cd.train.float_images(),
-        cd.train.labels,
-        cd.class_names,
+        ClassLabels(cd.train.labels, cd.class_names),
         settings.lora,
-        client_seed(settings, cd.partition_id, 1),
+        client_seed(settings.seed, cd.partition_id, seeds.LORA_FIT),
         settings.generate.prompt_template,
         progress_label=f"partition {cd.partition_id}",
     )
@@ -177,17 +178,8 @@ def handle_fit_round(msg: Message, context: Context) -> Message:
     config = msg.content.config_records.get("config", ConfigRecord())
     mu = float(config.get("proximal-mu", 0.0))
     server_round = int(config.get("server-round", 0))
-    loss = train_supervised(
-        model,
-        cd.train,
-        settings.train.local_epochs,
-        settings.train.lr,
-        settings.train.batch_size,
-        client_seed(settings, cd.partition_id, 100 + server_round),
-        pick_device(),
-        proximal_mu=mu,
-        max_shift=settings.train.augment_shift,
-    )
+    schedule = client_schedule(settings, cd.partition_id, settings.train.local_epochs, seeds.ROUND + server_round)
+    loss = train_supervised(model, cd.train, schedule, proximal_mu=mu)
     metrics = MetricRecord({"num-examples": len(cd.train), "train-loss": loss})
     return Message(RecordDict({"arrays": model_to_record(model.cpu()), "metrics": metrics}), reply_to=msg)
 
@@ -197,19 +189,11 @@ def handle_local(msg: Message, context: Context) -> Message:
     settings = run_settings(context)
     cd = client_data(settings, context, msg)
     model = global_model(settings, len(cd.class_names), msg)
-    device = pick_device()
-    train_supervised(
-        model,
-        cd.train,
-        settings.train.local_only_epochs,
-        settings.train.lr,
-        settings.train.batch_size,
-        client_seed(settings, cd.partition_id, 2),
-        device,
-        max_shift=settings.train.augment_shift,
-        progress=Progress(f"[local] partition {cd.partition_id}", settings.train.local_only_epochs, unit="epoch"),
-    )
-    metrics = MetricRecord({"num-examples": len(cd.train), "personal-acc": evaluate_accuracy(model, cd.test, device)})
+    epochs = settings.train.local_only_epochs
+    schedule = client_schedule(settings, cd.partition_id, epochs, seeds.LOCAL_TRAINING)
+    train_supervised(model, cd.train, schedule,
+                     progress=Progress(f"[local] partition {cd.partition_id}", epochs, unit="epoch"))
+    metrics = MetricRecord({"num-examples": len(cd.train), "personal-acc": evaluate_accuracy(model, cd.test, schedule.device)})
     return Message(RecordDict({"arrays": model_to_record(model.cpu()), "metrics": metrics}), reply_to=msg)
 
 
@@ -224,10 +208,8 @@ def handle_dsd(msg: Message, context: Context) -> Message:
     if "dsd-mode" in config:
         dsd = replace(dsd, mode=str(config["dsd-mode"]))
     global_acc = evaluate_accuracy(teacher, cd.test, device)
-    student = train_personalized(
-        teacher, cd.train, dsd, settings.train.batch_size, client_seed(settings, cd.partition_id, 3), device,
-        max_shift=settings.train.augment_shift, progress_label=f"partition {cd.partition_id}",
-    )
+    schedule = client_schedule(settings, cd.partition_id, dsd.epochs, seeds.DSD)
+    student = train_personalized(teacher, cd.train, dsd, schedule, progress_label=f"partition {cd.partition_id}")
     metrics = MetricRecord(
         {
             "num-examples": len(cd.train),
@@ -259,7 +241,7 @@ def handle_cross_evaluate(msg: Message, context: Context) -> Message:
     device = pick_device()
     accuracies: dict[str, float] = {}
     for name, record in msg.content.array_records.items():
-        model = build_classifier(settings.train.model, len(cd.class_names), settings.data.image_size)
+        model = build_classifier(settings.model.name, len(cd.class_names), settings.data.image_size)
         accuracies[name] = evaluate_accuracy(load_record_into(model, record), cd.test, device)
     return Message(RecordDict({"metrics": MetricRecord(accuracies)}), reply_to=msg)
 

@@ -5,7 +5,7 @@
 Run it from the project folder (the one holding pyproject.toml), or pass --app-dir.
 The number of simulated SuperNodes is set to the number of clients the data is split into, and on
 a machine with GPUs each client gets a GPU share computed from the GPUs and the backbone
-(warmfed_flwr/gpus.py; --gpus-per-client overrides it). Every run gets a local SuperLink of its own
+(warmfed_flwr/runtime/gpus.py; --gpus-per-client overrides it). Every run gets a local SuperLink of its own
 on free ports, never one that another run or checkout left running, and stops it at the end
 (--keep-superlink leaves it). The output directory is resolved to an absolute path before the run
 starts. `flwr run --stream` exits 0 even when the ServerApp fails, so success is judged by
@@ -25,9 +25,9 @@ from pathlib import Path
 from flwr.common.config import parse_config_args
 
 from warmfed_flwr.config import Settings, merge_run_config
-from warmfed_flwr.gpus import client_gpu_share, describe, visible_gpus
-from warmfed_flwr.local_superlink import OwnSuperLink
 from warmfed_flwr.presets import load_preset
+from warmfed_flwr.runtime.gpus import client_gpu_share, describe, visible_gpus
+from warmfed_flwr.runtime.local_superlink import OwnSuperLink
 
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -94,7 +94,7 @@ def count_clients(config: dict[str, object]) -> int:
 
 
 def gpus_per_client_for(settings: Settings) -> float:
-    """The GPU share of each simulated client on this machine (warmfed_flwr/gpus.py); the choice is printed."""
+    """The GPU share of each simulated client on this machine (warmfed_flwr/runtime/gpus.py); the choice is printed."""
     gpus = visible_gpus()
     share = client_gpu_share(settings.lora.backbone, gpus)
     if share:
@@ -115,7 +115,7 @@ def run_app(
     """Run the app under `flwr run`; return the run directory, or exit non-zero if the run failed.
 
     `gpus_per_client` None: a share computed from this machine's GPUs and the backbone. The run
-    gets a local SuperLink of its own (warmfed_flwr/local_superlink.py), stopped at the end unless
+    gets a local SuperLink of its own (warmfed_flwr/runtime/local_superlink.py), stopped at the end unless
     `keep_superlink`.
     """
     settings = Settings.from_run_config(config)

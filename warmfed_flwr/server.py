@@ -2,36 +2,36 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from logging import INFO, WARNING
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
-from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
-from warmfed_flwr import data, ray_workers
-from warmfed_flwr.baselines import run_centralized, run_federated, run_local
-from warmfed_flwr.checkpoint import Checkpoint, check_resumable
+from warmfed_flwr import data
 from warmfed_flwr.config import NODE_LOCAL, ConfigError, Settings, merge_run_config
-from warmfed_flwr.federation import (
+from warmfed_flwr.generative.export import export_adapter
+from warmfed_flwr.logs import logger
+from warmfed_flwr.phases.baselines import run_centralized, run_federated, run_local
+from warmfed_flwr.phases.rounds import StrategyRun
+from warmfed_flwr.phases.warmfed import WarmFedStrategy
+from warmfed_flwr.run.checkpoint import Checkpoint, check_resumable
+from warmfed_flwr.run.context import RunContext
+from warmfed_flwr.run.federation import (
     AGREED_CLASSES_KEY,
     ClientInfo,
     FederationMismatchError,
-    MeteredGrid,
     agreed_classes_record,
     discover_clients,
 )
-from warmfed_flwr.generative.export import export_adapter
-from warmfed_flwr.plots import save_accuracy_plot
-from warmfed_flwr.results import RunRecorder, write_json_atomic
-from warmfed_flwr.rounds import StrategyRun
-from warmfed_flwr.strategy import WarmFedStrategy
-from warmfed_flwr.tracking import open_tracker
+from warmfed_flwr.run.grid import MeteredGrid
+from warmfed_flwr.run.plots import save_accuracy_plot
+from warmfed_flwr.run.results import RunRecorder, write_json_atomic
+from warmfed_flwr.run.tracking import open_tracker
+from warmfed_flwr.runtime import ray_workers
 
 
 def resolve_output_dir(output_dir: str, resume: str = "") -> Path:
@@ -48,7 +48,7 @@ def open_checkpoint(out_dir: Path, settings: Settings, flat: Mapping[str, Any]) 
     source = Path(settings.resume).expanduser().resolve()
     check_resumable(source, flat)
     checkpoint = Checkpoint.resume(out_dir, source)
-    log(INFO, "resuming %s: finished phases %s", source, [entry["phase"] for entry in checkpoint.finished])
+    logger.info("resuming %s: finished phases %s", source, [entry["phase"] for entry in checkpoint.finished])
     return checkpoint
 
 
@@ -60,10 +60,10 @@ def finish_adapters(checkpoint: Checkpoint, settings: Settings, out_dir: Path) -
         stored = checkpoint.store.load_adapters(done["key"], done["partitions"]) or {}
         for pid, (adapter, _) in sorted(stored.items()):
             export_adapter(settings.lora.backbone, adapter, out_dir / "adapters" / f"partition-{pid}")
-        log(INFO, "kept %d received adapters in %s (keep-adapters=true)", len(stored), out_dir / "adapters")
+        logger.info("kept %d received adapters in %s (keep-adapters=true)", len(stored), out_dir / "adapters")
     deleted = checkpoint.delete_adapters()
     if deleted and not settings.keep_adapters:
-        log(INFO, "deleted %d received adapters from the run directory (keep-adapters=false)", deleted)
+        logger.info("deleted %d received adapters from the run directory (keep-adapters=false)", deleted)
 
 
 # Measured with scripts/gpu_phase_costs.py --lora-only (BENCHMARKS.md): one LoRA step of Stable Diffusion 1.5's
@@ -78,7 +78,7 @@ NO_CUDA_WARNING = (
 def warn_if_no_cuda(settings: Settings) -> None:
     """Say once, at the start, that a Stable Diffusion run will be slow without CUDA."""
     if settings.lora.backbone == "stable-diffusion" and not torch.cuda.is_available():
-        log(WARNING, NO_CUDA_WARNING)
+        logger.warning(NO_CUDA_WARNING)
 
 
 def run_experiment(
@@ -92,7 +92,9 @@ def run_experiment(
 ) -> dict[str, Any]:
     """Run one experiment end to end on `grid`; returns the results.json document.
 
-    `round_strategy` runs the rounds (WarmFed's and FGL's optional rounds, and those of fedavg, fedprox
+    `run_config` is the ServerApp's `context.run_config`: the clients read their settings from the
+    same run config, which Flower gives every ClientApp, so settings changed here alone would not
+    reach them. `round_strategy` runs the rounds (WarmFed's and FGL's optional rounds, and those of fedavg, fedprox
     and fedavg-ft) through its own `start`, which gets `train_config`, `evaluate_config` and
     `evaluate_fn` (default: the Flower strategy named by `train.aggregation`).
     """
@@ -102,7 +104,7 @@ def run_experiment(
     checkpoint = open_checkpoint(out_dir, settings, flat)  # first: the run directory may be the one resumed
     recorder = RunRecorder(out_dir, settings.method, settings.rounds, settings.seed, settings.data.name)
     write_json_atomic(out_dir / "run_config.json", flat)
-    log(INFO, "warmfed-flwr: method=%s rounds=%d seed=%d -> %s", settings.method, settings.rounds, settings.seed, out_dir)
+    logger.info("warmfed-flwr: method=%s rounds=%d seed=%d -> %s", settings.method, settings.rounds, settings.seed, out_dir)
     warn_if_no_cuda(settings)
     node_local = settings.data.name == NODE_LOCAL
     if node_local and settings.method == "centralized":
@@ -121,20 +123,17 @@ def run_experiment(
             recorder.take_over(checkpoint.results)
         class_names = agreed_class_names(clients, node_local)
         recorder.class_names = class_names
-        num_classes = len(class_names)
         if node_local:  # each node numbers its labels by the federation's class list
             metered.send_with_every_message(AGREED_CLASSES_KEY, agreed_classes_record(class_names))
+        run = RunContext(metered, recorder, checkpoint, settings, clients, class_names)
         if settings.method in ("warmfed", "fgl"):
-            WarmFedStrategy(
-                settings, recorder, class_names, plan, use_adapters=settings.method == "warmfed",
-                checkpoint=checkpoint,
-            ).run(metered, clients)
+            WarmFedStrategy(run, plan, use_adapters=settings.method == "warmfed").run()
         elif settings.method in ("fedavg", "fedprox", "fedavg-ft"):
-            run_federated(metered, recorder, clients, settings, num_classes, checkpoint, plan)
+            run_federated(run, plan)
         elif settings.method == "local":
-            run_local(metered, recorder, clients, settings, num_classes)
+            run_local(run)
         else:
-            run_centralized(recorder, clients, settings, num_classes)
+            run_centralized(run)
     except BaseException:
         if recorder.tracker is not None:
             recorder.tracker.finish(recorder.to_dict(), [])  # what the run got to, before the error goes on

@@ -5,9 +5,9 @@
 
 Rows already in the CSV are skipped, so an interrupted matrix continues where it stopped.
 A run may fill several cells: FedAvg's 50-round run also records its 1-, 5- and 20-round cells on
-the way, WarmFed's 5-round run its one-shot cell (see matrix.py and warmfed_flwr/snapshots.py).
+the way, WarmFed's 5-round run its one-shot cell (see matrix.py and warmfed_flwr/run/snapshots.py).
 Adapters and synthetic pools are cached under <runs-dir>/cache and shared by the methods that
-would compute the same ones (see warmfed_flwr/artifacts.py). The report (report.md, accuracy_vs_bytes.png, accuracy_vs_rounds.png) is written next to the CSV.
+would compute the same ones (see warmfed_flwr/run/artifacts.py). The report (report.md, accuracy_vs_bytes.png, accuracy_vs_rounds.png) is written next to the CSV.
 """
 
 from __future__ import annotations

@@ -5,15 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-METRICS = ("global_acc", "personal_acc", "personal_acc_min", "bytes_up", "bytes_down", "seconds")
-
-
 @dataclass(frozen=True)
 class Entry:
     """One run per seed: a label for the table, the app's method key, its rounds and extra keys.
 
     `snapshots` are earlier rounds whose cells the same run also fills, from the results it records on
-    the way (run-config `snapshot-rounds`, warmfed_flwr/snapshots.py) instead of a run of their own.
+    the way (run-config `snapshot-rounds`, warmfed_flwr/run/snapshots.py) instead of a run of their own.
     """
 
     label: str

@@ -32,7 +32,6 @@ __all__ = [
     "DomainSet",
     "ImageSplit",
     "domain_names",
-    "load_all_clients",
     "load_client_data",
     "load_domain_set",
     "num_clients",
@@ -100,16 +99,14 @@ def num_clients(settings: DataSettings, num_partitions: int | None = None) -> in
 @lru_cache(maxsize=64)
 def _domain_shards(settings: DataSettings, domain_index: int, shards: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per client of the domain (`shards` of them), its positions in the domain's train and test split."""
-    from warmfed_flwr.data.partition import shard_train_test  # imported here: it needs the datasets library
+    from warmfed_flwr.data.partition import Sharding, shard_train_test  # imported here: it needs `datasets`
 
     domain = load_domain_set(settings).domains[domain_index]
+    sharding = Sharding(shards, settings.partitioning, settings.dirichlet_alpha, derived_seed(settings.seed, domain_index))
     return shard_train_test(
         domain.train.labels.numpy(),
         domain.test.labels.numpy(),
-        shards,
-        settings.partitioning,
-        settings.dirichlet_alpha,
-        derived_seed(settings.seed, domain_index),
+        sharding,
         domain=domain.name,
         min_train_size=settings.min_train_images,
     )
@@ -164,9 +161,3 @@ def load_client_data(settings: DataSettings, partition_id: int, num_partitions: 
             "or data.dirichlet-alpha"
         )
     return client
-
-
-def load_all_clients(settings: DataSettings, num_partitions: int | None = None) -> list[ClientData]:
-    """Every client's data, in client-id order."""
-    total = num_clients(settings, num_partitions)
-    return [load_client_data(settings, partition_id, total) for partition_id in range(total)]

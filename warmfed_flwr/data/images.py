@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import BinaryIO, Sequence
 
@@ -11,8 +10,8 @@ from PIL import Image
 from torchvision.transforms import functional as TF
 
 from warmfed_flwr.data.types import ImageFiles, ImageSplit, Split, source_name
+from warmfed_flwr.logs import logger
 
-logger = logging.getLogger(__name__)
 
 SKIPPED_SHOWN = 10
 UNREADABLE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)

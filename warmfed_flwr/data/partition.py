@@ -42,33 +42,39 @@ def client_slots(num_domains: int, num_clients: int) -> tuple[ClientSlot, ...]:
     return tuple(ClientSlot((domain,), shard, shards[domain]) for domain in range(num_domains) for shard in range(shards[domain]))
 
 
-def _partitioner(partitioning: str, num_shards: int, alpha: float, seed: int, min_shard_size: int) -> Partitioner:
-    if partitioning == "iid":
-        return IidPartitioner(num_partitions=num_shards)
-    if partitioning == "dirichlet":
+@dataclass(frozen=True)
+class Sharding:
+    """How a domain is cut into clients: `num_shards` shards, `partitioning` "iid" or "dirichlet" (with
+    concentration `alpha`), rows shuffled by `seed`."""
+
+    num_shards: int
+    partitioning: str
+    alpha: float
+    seed: int
+
+
+def _partitioner(sharding: Sharding, min_shard_size: int) -> Partitioner:
+    if sharding.partitioning == "iid":
+        return IidPartitioner(num_partitions=sharding.num_shards)
+    if sharding.partitioning == "dirichlet":
         return DirichletPartitioner(
-            num_partitions=num_shards,
+            num_partitions=sharding.num_shards,
             partition_by="label",
-            alpha=alpha,
+            alpha=sharding.alpha,
             min_partition_size=min_shard_size,
             self_balancing=True,
             shuffle=True,
-            seed=seed,
+            seed=sharding.seed,
         )
-    raise ValueError(f"unknown partitioning {partitioning!r}: expected one of {', '.join(PARTITIONINGS)}")
+    raise ValueError(
+        f"unknown partitioning {sharding.partitioning!r}: expected one of {', '.join(PARTITIONINGS)}"
+    )
 
 
 def shard_indices(
-    labels: np.ndarray,
-    num_shards: int,
-    partitioning: str,
-    alpha: float,
-    seed: int,
-    *,
-    domain: str = "",
-    min_shard_size: int = 1,
+    labels: np.ndarray, sharding: Sharding, *, domain: str = "", min_shard_size: int = 1
 ) -> list[np.ndarray]:
-    """Split positions 0..len(labels)-1 into `num_shards` disjoint shards that cover them all.
+    """Split positions 0..len(labels)-1 into `sharding.num_shards` disjoint shards that cover them all.
 
     The rows are shuffled by `seed` first. "iid": equal contiguous shards (IidPartitioner).
     "dirichlet": each class spread over the shards by Dirichlet(alpha) proportions
@@ -77,6 +83,7 @@ def shard_indices(
     `domain` names the data in errors.
     """
     where = f"domain '{domain}'" if domain else "the data"
+    num_shards, alpha, seed = sharding.num_shards, sharding.alpha, sharding.seed
     if num_shards < 1:
         raise DataError(f"{where}: asked for {num_shards} shards, need at least 1")
     if num_shards > len(labels):
@@ -85,7 +92,7 @@ def shard_indices(
             "lower data.clients-per-domain"
         )
     table = Dataset.from_dict({"label": np.asarray(labels).tolist(), "position": list(range(len(labels)))})
-    partitioner = _partitioner(partitioning, num_shards, alpha, seed, min_shard_size)
+    partitioner = _partitioner(sharding, min_shard_size)
     partitioner.dataset = table.shuffle(seed=seed)  # both partitioners cut rows in stored order
     try:
         shards = [partitioner.load_partition(shard)["position"] for shard in range(num_shards)]
@@ -124,15 +131,7 @@ def follow_shards(
 
 
 def shard_train_test(
-    train_labels: np.ndarray,
-    test_labels: np.ndarray,
-    num_shards: int,
-    partitioning: str,
-    alpha: float,
-    seed: int,
-    *,
-    domain: str,
-    min_train_size: int = 1,
+    train_labels: np.ndarray, test_labels: np.ndarray, sharding: Sharding, *, domain: str, min_train_size: int = 1
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per shard, the positions it owns in a domain's train split and in its test split.
 
@@ -140,11 +139,9 @@ def shard_train_test(
     images). IID: the test split is cut into equal IID shards too. Dirichlet: the test split
     follows the train shards class by class, so a client is tested on the label skew it trained on.
     """
-    train = shard_indices(
-        train_labels, num_shards, partitioning, alpha, seed, domain=f"{domain} (train)", min_shard_size=min_train_size
-    )
-    if partitioning == "iid":
-        test = shard_indices(test_labels, num_shards, "iid", alpha, seed, domain=f"{domain} (test)")
+    train = shard_indices(train_labels, sharding, domain=f"{domain} (train)", min_shard_size=min_train_size)
+    if sharding.partitioning == "iid":
+        test = shard_indices(test_labels, sharding, domain=f"{domain} (test)")
     else:
-        test = follow_shards(train_labels, train, test_labels, seed)
+        test = follow_shards(train_labels, train, test_labels, sharding.seed)
     return list(zip(train, test))

@@ -9,25 +9,20 @@ from __future__ import annotations
 from warmfed_flwr.config import LoraSettings
 from warmfed_flwr.generative.adapter import (
     AdapterError,
-    AdapterFileError,
     adapter_bytes,
     adapter_config,
-    load_adapter,
-    save_adapter,
     validate_adapter,
 )
-from warmfed_flwr.generative.base import Adapter, Backbone
+from warmfed_flwr.generative.base import Adapter, Backbone, ClassLabels
 
 __all__ = [
     "Adapter",
     "AdapterError",
-    "AdapterFileError",
     "Backbone",
+    "ClassLabels",
     "adapter_bytes",
     "adapter_config",
-    "load_adapter",
     "load_backbone",
-    "save_adapter",
     "validate_adapter",
 ]
 

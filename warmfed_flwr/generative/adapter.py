@@ -1,4 +1,4 @@
-"""LoRA adapters as they travel between client and server: agreed settings, validation, files.
+"""LoRA adapters as they travel between client and server: agreed settings and validation.
 
 Backbone-agnostic: an adapter is a mapping from the backbone's own LoRA parameter names to
 float32 numpy arrays, sent next to a small config (backbone, rank, alpha, targets). The server
@@ -7,19 +7,14 @@ checks every reply against the settings it asked for before it loads anything in
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
-from safetensors import SafetensorError, safe_open
-from safetensors.numpy import save_file
 
 from warmfed_flwr.config import LoraSettings
 
-CONFIG_METADATA_KEY = "warmfed.adapter-config"
-AGREED_CONFIG_KEYS = ("backbone", "rank", "alpha", "targets")
-
+# An exported adapter's file name: the one diffusers' load_lora_weights looks for.
+ADAPTER_FILE = "pytorch_lora_weights.safetensors"
 
 class AdapterError(ValueError):
     """A client's adapter does not match the agreed settings; names the client and the key."""
@@ -28,10 +23,6 @@ class AdapterError(ValueError):
         self.client = client
         self.key = key
         super().__init__(f"adapter from client '{client}', key '{key}': {problem}")
-
-
-class AdapterFileError(ValueError):
-    """A file that should hold an adapter is not a readable adapter safetensors file."""
 
 
 def adapter_config(lora: LoraSettings) -> dict[str, int | str]:
@@ -94,26 +85,3 @@ def _checked_tensor(array: object, shape: tuple[int, ...], name: str, client: st
     if not np.isfinite(array).all():
         raise AdapterError(client, name, "holds NaN or infinite values")
     return array
-
-
-def save_adapter(path: str | Path, arrays: Mapping[str, np.ndarray], config: Mapping[str, int | str]) -> None:
-    """Write the adapter's tensors to a safetensors file, its config as JSON in the metadata."""
-    tensors = {name: np.ascontiguousarray(array) for name, array in arrays.items()}
-    save_file(tensors, str(path), metadata={CONFIG_METADATA_KEY: json.dumps(dict(config), sort_keys=True)})
-
-
-def load_adapter(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, int | str]]:
-    """Read an adapter written by `save_adapter`: (tensors, config).
-
-    Raises AdapterFileError naming the file when it is missing, not safetensors, or has no config.
-    """
-    path = Path(path)
-    try:
-        with safe_open(str(path), framework="numpy") as handle:
-            metadata = handle.metadata() or {}
-            arrays = {name: handle.get_tensor(name) for name in handle.keys()}
-    except (SafetensorError, OSError) as error:
-        raise AdapterFileError(f"{path}: not a readable safetensors adapter file ({error})") from error
-    if CONFIG_METADATA_KEY not in metadata:
-        raise AdapterFileError(f"{path}: safetensors metadata has no '{CONFIG_METADATA_KEY}' entry")
-    return arrays, json.loads(metadata[CONFIG_METADATA_KEY])

@@ -7,6 +7,7 @@ named float32 numpy arrays (the keys are the backbone's own LoRA parameter names
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Protocol, Sequence
 
 import numpy as np
@@ -15,6 +16,14 @@ import torch
 from warmfed_flwr.config import GenerateSettings, LoraSettings
 
 Adapter = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ClassLabels:
+    """Which class each image is (or is to be) of, as indices into `class_names`."""
+
+    labels: torch.Tensor
+    class_names: Sequence[str]
 
 
 class Backbone(Protocol):
@@ -29,14 +38,13 @@ class Backbone(Protocol):
     def fit_lora(
         self,
         images: torch.Tensor,
-        labels: torch.Tensor,
-        class_names: Sequence[str],
+        targets: ClassLabels,
         lora: LoraSettings,
         seed: int,
         prompt_template: str,
         progress_label: str | None = None,
     ) -> Adapter:
-        """Fit a LoRA adapter on `images` (N x 3 x H x W in [0, 1]) conditioned on `labels`.
+        """Fit a LoRA adapter on `images` (N x 3 x H x W in [0, 1]) conditioned on their classes (`targets`).
 
         `prompt_template` is the `generate.prompt-template` the server will generate with (text-
         conditioned backbones turn class names into prompts with it). The base weights stay frozen
@@ -47,15 +55,14 @@ class Backbone(Protocol):
 
     def generate(
         self,
-        labels: torch.Tensor,
-        class_names: Sequence[str],
+        targets: ClassLabels,
         adapter: Mapping[str, np.ndarray] | None,
         settings: GenerateSettings,
         image_size: int,
         seed: int,
         progress_label: str | None = None,
     ) -> torch.Tensor:
-        """One image per entry of `labels`, as N x 3 x image_size x image_size float32 in [0, 1].
+        """One image per entry of `targets.labels`, as N x 3 x image_size x image_size float32 in [0, 1].
 
         With `adapter` None the base model generates. Deterministic for a given seed. The adapter
         is released before returning, so successive calls never stack adapters. With

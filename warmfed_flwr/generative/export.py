@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from warmfed_flwr.generative.adapter import ADAPTER_FILE
 from warmfed_flwr.generative.base import Adapter
 
-ADAPTER_FILE = "pytorch_lora_weights.safetensors"  # the name diffusers' load_lora_weights looks for
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 
 
@@ -28,7 +28,7 @@ def export_adapter(backbone: str, adapter: Adapter, directory: Path) -> Path:
     """Write `adapter` (of `backbone`) into `directory`; returns the safetensors file."""
     directory.mkdir(parents=True, exist_ok=True)
     if backbone == "stable-diffusion":
-        from warmfed_flwr.generative.stable_diffusion import save_adapter_for_diffusers
+        from warmfed_flwr.generative.sd_utils import save_adapter_for_diffusers
 
         return save_adapter_for_diffusers(adapter, directory)
     if backbone == "tiny":

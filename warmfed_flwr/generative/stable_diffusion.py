@@ -5,25 +5,21 @@ and UNet stay frozen, peft LoRA layers are added to the UNet with `unet.add_adap
 fp32 and trained with AdamW on the noise-prediction loss; accelerate places the models and runs
 fp16 mixed precision on CUDA. Classes are conditioned through prompts made from
 `generate.prompt-template`; 10% of training prompts are dropped to "" so that classifier-free
-guidance works at generation time. LoRA targets come from `lora_targets.lora_config`: the
-attention projections (to_q, to_k, to_v, to_out.0) for "attention", every Linear and Conv2d of
-the UNet (attention, feed-forward, ResNet and sampling convolutions, time embedding) for "all".
+guidance works at generation time. LoRA targets come from `lora_targets.lora_config`: the attention
+projections for "attention", every Linear and Conv2d of the UNet for "all".
 
 Adapters are the UNet's peft LoRA tensors (names as `get_peft_model_state_dict` gives them) as
 float32 arrays, with the `alpha / rank` scale folded into the B matrices as the tiny backbone
 does: they load with alpha = rank, which is also what diffusers' `load_lora_weights` assumes for
-a file written by `save_adapter_for_diffusers`. Every fit and every generation adds LoRA layers to
-the one shared UNet and removes them again (`unload_lora`), so adapters never stack.
+a file written by `sd_utils.save_adapter_for_diffusers`. Every fit and every generation adds LoRA
+layers to the one shared UNet and removes them again (`unload_lora`), so adapters never stack.
 """
 
 from __future__ import annotations
 
 import functools
 import gc
-import logging
-import math
-from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -35,20 +31,13 @@ from diffusers.training_utils import cast_training_params
 from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 
 from warmfed_flwr.config import DEFAULTS, GenerateSettings, LoraSettings
-from warmfed_flwr.generative.base import Adapter
+from warmfed_flwr.generative.base import Adapter, ClassLabels
 from warmfed_flwr.generative.lora_targets import adapter_lora_config, fold_lora_scaling, lora_config
-from warmfed_flwr.logs import Progress
-
-logger = logging.getLogger(__name__)
+from warmfed_flwr.generative.sd_utils import batch_indices, check_labels, class_prompt, initial_latents, to_model_space
+from warmfed_flwr.logs import Progress, logger
 
 DEFAULT_PROMPT_TEMPLATE = str(DEFAULTS["generate.prompt-template"])
 PROMPT_DROPOUT = 0.1
-DIFFUSERS_LORA_FILE = "pytorch_lora_weights.safetensors"
-
-
-def class_prompt(template: str, class_name: str) -> str:
-    """The prompt for one class: `template` with `{class}` replaced by the name, underscores as spaces."""
-    return template.format(**{"class": class_name.replace("_", " ")})
 
 
 class StableDiffusionBackbone:
@@ -116,8 +105,7 @@ class StableDiffusionBackbone:
     def fit_lora(
         self,
         images: torch.Tensor,
-        labels: torch.Tensor,
-        class_names: Sequence[str],
+        targets: ClassLabels,
         lora: LoraSettings,
         seed: int,
         prompt_template: str = DEFAULT_PROMPT_TEMPLATE,
@@ -132,7 +120,7 @@ class StableDiffusionBackbone:
         The base weights stay untouched; returns float32 arrays with the alpha / rank scale folded
         into the B matrices.
         """
-        _check_labels(labels, class_names)
+        check_labels(targets.labels, targets.class_names)
         unet = self.pipeline.unet
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -140,7 +128,7 @@ class StableDiffusionBackbone:
         try:
             cast_training_params(unet, dtype=torch.float32)
             progress = Progress(progress_label and f"[lora] {progress_label}", lora.steps)
-            self._train_lora(images, labels.long(), class_names, lora, seed, prompt_template, progress)
+            self._train_lora(images, targets, lora, seed, prompt_template, progress)
             state = {name: tensor.detach().cpu() for name, tensor in get_peft_model_state_dict(unet).items()}
             return fold_lora_scaling(state, lora.alpha / lora.rank)
         finally:
@@ -149,8 +137,7 @@ class StableDiffusionBackbone:
 
     def generate(
         self,
-        labels: torch.Tensor,
-        class_names: Sequence[str],
+        targets: ClassLabels,
         adapter: Mapping[str, np.ndarray] | None,
         settings: GenerateSettings,
         image_size: int,
@@ -164,12 +151,12 @@ class StableDiffusionBackbone:
         on a CUDA out-of-memory error the batch is halved, with a warning, and generation retried.
         The adapter is removed from the UNet before returning.
         """
-        _check_labels(labels, class_names)
-        prompts = [class_prompt(settings.prompt_template, class_names[int(label)]) for label in labels]
+        check_labels(targets.labels, targets.class_names)
+        prompts = [class_prompt(settings.prompt_template, targets.class_names[int(label)]) for label in targets.labels]
         if adapter is not None:
             self._load_adapter(adapter)
         try:
-            progress = Progress(progress_label and f"[warmstart] {progress_label}", len(prompts), unit="image")
+            progress = Progress(progress_label and f"[warmstart-generate] {progress_label}", len(prompts), unit="image")
             images = self._generate_in_batches(prompts, settings, seed, progress)
         finally:
             if adapter is not None:
@@ -193,8 +180,7 @@ class StableDiffusionBackbone:
     def _train_lora(
         self,
         images: torch.Tensor,
-        labels: torch.Tensor,
-        class_names: Sequence[str],
+        targets: ClassLabels,
         lora: LoraSettings,
         seed: int,
         prompt_template: str,
@@ -203,14 +189,15 @@ class StableDiffusionBackbone:
         """The AdamW loop over the UNet's trainable (LoRA) parameters, through accelerate."""
         pipeline, device = self.pipeline, self.accelerator.device
         generator = torch.Generator().manual_seed(seed)
+        labels, class_names = targets.labels.long(), targets.class_names
         prompts = [class_prompt(prompt_template, name) for name in class_names] + [""]  # last row: dropped prompt
         prompt_embeddings = self._prompt_embeddings(prompts)
-        pixels = _to_model_space(images, self.resolution)
+        pixels = to_model_space(images, self.resolution)
         unet = pipeline.unet.train()
         optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=lora.lr)
         unet, optimizer = self.accelerator.prepare(unet, optimizer)
         try:
-            for step, batch in enumerate(_batch_indices(len(pixels), lora.batch_size, lora.steps, generator)):
+            for step, batch in enumerate(batch_indices(len(pixels), lora.batch_size, lora.steps, generator)):
                 dropped = torch.rand(len(batch), generator=generator) < self.prompt_dropout
                 prompt_rows = torch.where(dropped, len(class_names), labels[batch])
                 loss = self._denoising_loss(unet, pixels[batch], prompt_embeddings[prompt_rows.to(device)], generator)
@@ -302,54 +289,6 @@ class StableDiffusionBackbone:
 
         # called directly: up to accelerate 1.14 the decorator form drops reduce_batch_size_fn
         return find_executable_batch_size(run, starting_batch_size=settings.batch_size, reduce_batch_size_fn=halve_batch)()
-
-
-def initial_latents(pipeline: StableDiffusionPipeline, count: int, generator: torch.Generator) -> torch.Tensor:
-    """`count` initial latents at the pipeline's resolution, drawn at once in float32 on the CPU.
-
-    Drawing them in one precision on one device keeps generation independent of batch size,
-    device and dtype; pass them to the pipeline as `latents` to reproduce `generate`.
-    """
-    latent_size = int(pipeline.unet.config.sample_size)
-    shape = (count, int(pipeline.unet.config.in_channels), latent_size, latent_size)
-    return torch.randn(shape, generator=generator)
-
-
-def _check_labels(labels: torch.Tensor, class_names: Sequence[str]) -> None:
-    """Raise ValueError unless every label indexes `class_names`."""
-    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(class_names)):
-        raise ValueError(f"labels must lie in [0, {len(class_names)}), got [{int(labels.min())}, {int(labels.max())}]")
-
-
-def _to_model_space(images: torch.Tensor, resolution: int) -> torch.Tensor:
-    """[0, 1] images (N x 3 x H x W) resized to `resolution` and mapped to [-1, 1], as the VAE expects."""
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be N x 3 x H x W, got shape {tuple(images.shape)}")
-    images = images.float()
-    if images.shape[-2:] != (resolution, resolution):
-        images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", antialias=True)
-    return images * 2.0 - 1.0
-
-
-def _batch_indices(count: int, batch_size: int, steps: int, generator: torch.Generator) -> list[torch.Tensor]:
-    """`steps` batches of indices into `count` items: shuffled epochs, cut into `batch_size` slices."""
-    batch_size = min(batch_size, count)
-    epochs = math.ceil(steps * batch_size / count)
-    order = torch.cat([torch.randperm(count, generator=generator) for _ in range(epochs)])
-    return [order[step * batch_size : (step + 1) * batch_size] for step in range(steps)]
-
-
-def save_adapter_for_diffusers(adapter: Mapping[str, np.ndarray], directory: str | Path) -> Path:
-    """Write `adapter` with `save_lora_weights` so that `pipeline.load_lora_weights(directory)` loads it.
-
-    The keys stay in peft's format (prefixed "unet."), which diffusers' loader reads natively.
-    `convert_state_dict_to_diffusers` would rename only the attention projections, and the loader
-    decides the format from the first key alone, so adapters that also cover other layers ("all")
-    would lose their attention tensors. Returns the path of the written safetensors file.
-    """
-    state = {name: torch.from_numpy(np.asarray(array, dtype=np.float32)) for name, array in adapter.items()}
-    StableDiffusionPipeline.save_lora_weights(str(directory), unet_lora_layers=state, weight_name=DIFFUSERS_LORA_FILE)
-    return Path(directory) / DIFFUSERS_LORA_FILE
 
 
 @functools.lru_cache(maxsize=1)

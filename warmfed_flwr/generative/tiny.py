@@ -30,7 +30,7 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 
 from warmfed_flwr.config import GenerateSettings, LoraSettings
 from warmfed_flwr.generative.assets import shipped_tiny_base_dir
-from warmfed_flwr.generative.base import Adapter
+from warmfed_flwr.generative.base import Adapter, ClassLabels
 from warmfed_flwr.generative.lora_targets import adapter_lora_config, fold_lora_scaling, lora_config
 from warmfed_flwr.logs import Progress
 
@@ -106,16 +106,18 @@ def train_denoiser(
     scheduler: DDPMScheduler,
     clean: torch.Tensor,
     labels: torch.Tensor,
-    null_label: int,
     lora: LoraSettings,
     progress: Progress | None = None,
 ) -> None:
     """Train `model`'s trainable parameters on `clean` images (model space) as a LoRA fit does.
 
+    Labels are dropped to the model's null class (its last class embedding) as in `denoising_loss`.
+
     `lora.steps` AdamW steps of `lora.batch_size` random images, the learning rate warmed up over
     the first tenth of the steps, then cosine-decayed from `lora.lr`. Draws from torch's global
     generator; callers seed it (or fork it) for determinism.
     """
+    null_label = null_class(model)
     model.train()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lora.lr)
@@ -131,6 +133,11 @@ def train_denoiser(
             progress.update(step + 1, loss=loss.detach())
 
 
+def null_class(unet: UNet2DModel) -> int:
+    """The class label that stands for "no class" (classifier-free guidance): the last class embedding."""
+    return int(unet.config.num_class_embeds) - 1
+
+
 class TinyBackbone:
     """The tiny pre-trained UNet: fits LoRA adapters and generates class-conditioned images."""
 
@@ -138,7 +145,7 @@ class TinyBackbone:
 
     def __init__(self, unet: UNet2DModel, scheduler: DDPMScheduler | None = None) -> None:
         self.unet = unet.eval().requires_grad_(False)
-        self.num_classes = int(unet.config.num_class_embeds) - 1
+        self.num_classes = null_class(unet)
         self.null_label = self.num_classes
         self.sample_size = int(unet.config.sample_size)
         self.scheduler = scheduler if scheduler is not None else training_scheduler()
@@ -151,8 +158,7 @@ class TinyBackbone:
     def fit_lora(
         self,
         images: torch.Tensor,
-        labels: torch.Tensor,
-        class_names: Sequence[str],
+        targets: ClassLabels,
         lora: LoraSettings,
         seed: int,
         prompt_template: str = "",
@@ -166,20 +172,20 @@ class TinyBackbone:
         this model is conditioned on class labels, not text. With `progress_label` the fit logs
         its progress a few times.
         """
-        self._check_labels(labels, class_names)
+        labels = targets.labels
+        self._check_labels(labels, targets.class_names)
         clean = to_model_space(images, self.sample_size)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = self._copy_with_lora(lora)
             progress = Progress(progress_label and f"[lora] {progress_label}", lora.steps)
-            train_denoiser(model, self.scheduler, clean, labels.long(), self.null_label, lora, progress)
+            train_denoiser(model, self.scheduler, clean, labels.long(), lora, progress)
         return fold_lora_scaling(get_peft_model_state_dict(model), lora.alpha / lora.rank)
 
     @torch.inference_mode()
     def generate(
         self,
-        labels: torch.Tensor,
-        class_names: Sequence[str],
+        targets: ClassLabels,
         adapter: Mapping[str, np.ndarray] | None,
         settings: GenerateSettings,
         image_size: int,
@@ -193,13 +199,14 @@ class TinyBackbone:
         once, so outputs do not depend on the batch size. With an adapter, a merged copy of the
         base generates and is dropped before returning.
         """
-        self._check_labels(labels, class_names)
+        labels = targets.labels
+        self._check_labels(labels, targets.class_names)
         model = self.unet if adapter is None else self._copy_with_merged_adapter(adapter)
         sampler = DDIMScheduler.from_config(self.scheduler.config)
         sampler.set_timesteps(settings.steps)
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((len(labels), 3, self.sample_size, self.sample_size), generator=generator)
-        progress = Progress(progress_label and f"[warmstart] {progress_label}", len(labels), unit="image")
+        progress = Progress(progress_label and f"[warmstart-generate] {progress_label}", len(labels), unit="image")
         batches = []
         for batch in torch.arange(len(labels)).split(settings.batch_size):
             batches.append(self._denoise(model, sampler, noise[batch], labels[batch].long(), settings.guidance))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -24,8 +25,8 @@ from torch.nn import functional as F
 
 from warmfed_flwr.config import DsdSettings
 from warmfed_flwr.data.types import ImageSplit
+from warmfed_flwr.learning.training import Schedule, run_epochs
 from warmfed_flwr.logs import Progress
-from warmfed_flwr.training import run_epochs
 
 
 def distillation_weight(lambda0: float, epoch: int, epochs: int, mode: str) -> float:
@@ -63,21 +64,16 @@ def dsd_loss(
 
 
 def train_personalized(
-    teacher: nn.Module,
-    split: ImageSplit,
-    dsd: DsdSettings,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
-    max_shift: int = 0,
-    progress_label: str | None = None,
+    teacher: nn.Module, split: ImageSplit, dsd: DsdSettings, schedule: Schedule, progress_label: str | None = None
 ) -> nn.Module:
-    """A personalized copy of `teacher` trained on `split` with DSD at `dsd.lr`; the teacher is left untouched.
+    """A personalized copy of `teacher` trained on `split` with DSD; the teacher is left untouched.
 
-    `max_shift` is the random-shift augmentation of `run_epochs` (teacher and student see the same shifted batch).
+    `schedule` gives the batches, seed, device and shift augmentation (teacher and student see the
+    same shifted batch); its epochs and learning rate are `dsd.epochs` and `dsd.lr`.
     With `progress_label` the epochs' loss is logged a few times.
     """
-    teacher = teacher.to(device).eval()
+    schedule = replace(schedule, epochs=dsd.epochs, lr=dsd.lr)
+    teacher = teacher.to(schedule.device).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
     student = copy.deepcopy(teacher)
@@ -86,7 +82,7 @@ def train_personalized(
     state = {"weight": 0.0}
 
     def set_weight(epoch: int) -> None:
-        state["weight"] = distillation_weight(dsd.lambda0, epoch, dsd.epochs, dsd.mode)
+        state["weight"] = distillation_weight(dsd.lambda_, epoch, dsd.epochs, dsd.mode)
 
     def batch_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         student_logits = model(x)
@@ -97,6 +93,5 @@ def train_personalized(
         return dsd_loss(student_logits, teacher_logits, y, state["weight"], dsd.temperature, dsd.mode)
 
     progress = Progress(progress_label and f"[dsd] {progress_label}", dsd.epochs, unit="epoch")
-    run_epochs(student, split, dsd.epochs, dsd.lr, batch_size, seed, device, batch_loss=batch_loss, on_epoch_start=set_weight,
-               max_shift=max_shift, progress=progress)
+    run_epochs(student, split, schedule, batch_loss=batch_loss, on_epoch_start=set_weight, progress=progress)
     return student

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from torch.nn import functional as F
 
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.results import ClientResult
+from warmfed_flwr.run.results import ClientResult
 
 T = TypeVar("T")
 

@@ -7,8 +7,8 @@ from torch import nn
 from torchvision.models import ResNet, resnet18
 
 from warmfed_flwr.config import Settings
+from warmfed_flwr.learning.pretrained import apply_imagenet_weights
 from warmfed_flwr.logs import logger
-from warmfed_flwr.pretrained import apply_imagenet_weights
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,11 +80,11 @@ def build_classifier(name: str, num_classes: int, image_size: int, seed: int = 0
 
 def initial_classifier(settings: Settings, num_classes: int) -> nn.Module:
     """The seeded classifier a run starts from; a ResNet-18 gets ImageNet weights as `model.pretrained` says."""
-    train = settings.train
-    model = build_classifier(train.model, num_classes, settings.data.image_size, seed=settings.seed)
-    if train.model == "resnet18":
-        apply_imagenet_weights(next(m for m in model.modules() if isinstance(m, ResNet)), train.pretrained)
-    elif train.pretrained != "none":
+    chosen = settings.model
+    model = build_classifier(chosen.name, num_classes, settings.data.image_size, seed=settings.seed)
+    if chosen.name == "resnet18":
+        apply_imagenet_weights(next(m for m in model.modules() if isinstance(m, ResNet)), chosen.pretrained)
+    elif chosen.pretrained != "none":
         logger.info("%s: config key 'model.pretrained' (%r) has no effect: it applies to resnet18 only",
-            train.model, train.pretrained)
+                    chosen.name, chosen.pretrained)
     return model

@@ -2,9 +2,8 @@
 
 The strategy's own `start` drives the rounds, with its `train_config`, `evaluate_config` and
 `evaluate_fn` and whatever it overrides, and returns its `Result` (kept in results.json). The app
-watches the rounds through the Grid it hands to `start` (`RoundsGrid`): it adds the run config to
-every message, numbers the rounds (a resumed run continues the numbering, and so the clients'
-seeds), records each client's failures and per-round accuracy, enforces `min-clients`, passes the
+watches the rounds through the Grid it hands to `start` (`RoundsGrid`): it numbers the rounds (a
+resumed run continues the numbering, and so the clients' seeds), records each client's failures and per-round accuracy, enforces `min-clients`, passes the
 training replies on in partition order, can fine-tune each round's aggregated model on the server
 (WarmFed/FGL: on the synthetic pool) before any client sees it, and hands each round's global model
 to a callback (the run's checkpoint, snapshots).
@@ -13,18 +12,18 @@ to a callback (the run's checkpoint, snapshots).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from logging import INFO
 from typing import Any, Callable, Iterable, Mapping
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
 
-from warmfed_flwr.checkpoint import Checkpoint
 from warmfed_flwr.config import Settings
-from warmfed_flwr.federation import DelegatingGrid, TooFewClientsError, keep_good_replies
-from warmfed_flwr.results import RunRecorder
+from warmfed_flwr.logs import logger
+from warmfed_flwr.run.context import RunContext
+from warmfed_flwr.run.federation import TooFewClientsError, keep_good_replies
+from warmfed_flwr.run.grid import DelegatingGrid
+from warmfed_flwr.run.results import RunRecorder
 
 ServerUpdate = Callable[[ArrayRecord], ArrayRecord]
 RoundEnd = Callable[[int, ArrayRecord], None]
@@ -170,7 +169,7 @@ class RoundsGrid(DelegatingGrid):
                 client.global_acc = float(reply.content["metrics"]["accuracy"])
                 accuracies[client.partition_id] = client.global_acc
         self.recorder.add_round("rounds", self.round, accuracies)
-        log(INFO, "[rounds] round %d: mean global accuracy %.3f", self.round,
+        logger.info("[rounds] round %d: mean global accuracy %.3f", self.round,
             sum(accuracies.values()) / max(len(accuracies), 1))
         self.recorder.write()
 
@@ -200,13 +199,10 @@ def result_metrics(result: Result, first_round: int) -> dict[str, dict[str, dict
 
 
 def run_rounds(
-    grid: Grid,
-    recorder: RunRecorder,
+    run: RunContext,
     plan: StrategyRun,
     initial: ArrayRecord,
-    settings: Settings,
     server_update: ServerUpdate | None = None,
-    checkpoint: Checkpoint | None = None,
     after_round: RoundEnd | None = None,
 ) -> ArrayRecord:
     """Phase `rounds`: `settings.rounds` rounds of the plan's strategy from `initial`, through the strategy's
@@ -214,28 +210,27 @@ def run_rounds(
 
     `after_round` gets each round's global model once it is evaluated (e.g. a SnapshotTaker), before
     the round is checkpointed: a run stopped inside it repeats the round.
-    With a checkpoint, the global model is stored after every round (replacing the previous round's).
-    A run resumes a stateless aggregation (FedAvg, FedProx) after its last stored round; any other
+    The global model is checkpointed after every round (replacing the previous round's). A run
+    resumes a stateless aggregation (FedAvg, FedProx) after its last stored round; any other
     strategy restarts its rounds from `initial`, because its server-side state (e.g. FedAdam's
     moments) is not stored.
     """
-    if checkpoint is not None and (done := checkpoint.entry("rounds")) is not None:
+    checkpoint, recorder, settings = run.checkpoint, run.recorder, run.settings
+    if (done := checkpoint.entry("rounds")) is not None:
         return checkpoint.model(done["model"]) if done["model"] else initial
     resumable = type(plan.strategy) in STATELESS_AGGREGATIONS
-    last = checkpoint.entry("round") if checkpoint is not None and resumable else None
+    last = checkpoint.entry("round") if resumable else None
     first, arrays = (last["round"] + 1, checkpoint.model(last["model"])) if last else (1, initial)
 
     def end_round(server_round: int, round_arrays: ArrayRecord) -> None:
         if after_round is not None:
             after_round(server_round, round_arrays)
-        if checkpoint is None:
-            return
         name = checkpoint.save_model(f"round-{server_round}", round_arrays)
         if resumable:
             checkpoint.mark("round", recorder, round=server_round, model=name)
         checkpoint.drop_model(f"round-{server_round - 1}")
 
-    rounds_grid = RoundsGrid(grid, recorder, settings, server_update, first, end_round)
+    rounds_grid = RoundsGrid(run.grid, recorder, settings, server_update, first, end_round)
     with recorder.phase("rounds"):
         result = plan.strategy.start(
             grid=rounds_grid, initial_arrays=arrays, num_rounds=settings.rounds - first + 1, timeout=settings.timeout,
@@ -243,6 +238,5 @@ def run_rounds(
         )
         final = rounds_grid.finish(result)
         recorder.add_strategy_metrics(result_metrics(result, first))
-    if checkpoint is not None:
-        checkpoint.mark("rounds", recorder, model=f"round-{settings.rounds}" if settings.rounds else None)
+    checkpoint.mark("rounds", recorder, model=f"round-{settings.rounds}" if settings.rounds else None)
     return final if final is not None else arrays

@@ -6,7 +6,7 @@ killer for instance. Every later message the pool hands to that worker then fail
 `ActorDiedError`: one death costs every client routed there for the rest of the run. This module
 wraps `process_message` so that a worker that died is taken out of the pool and a fresh one takes
 its place; the message that was running on it still fails (with error code UNKNOWN), and
-`federation.MeteredGrid` asks that client again.
+`run.grid.MeteredGrid` asks that client again.
 
 Installed by the ServerApp (`install()`), in the process that runs the simulation engine; it does
 nothing where Ray or Flower's Ray backend is absent (a deployment's SuperLink).
@@ -15,10 +15,9 @@ nothing where Ray or Flower's Ray backend is absent (a deployment's SuperLink).
 from __future__ import annotations
 
 import threading
-from logging import WARNING
 from typing import Any
 
-from flwr.common.logger import log
+from warmfed_flwr.logs import logger
 
 _installed = threading.Lock()
 _MARK = "_warmfed_replaces_dead_workers"
@@ -51,7 +50,7 @@ def install() -> None:
             except ray.exceptions.RayActorError as error:
                 dead = getattr(error, "actor_id", None)
                 if dead and self.pool is not None and replace_dead_worker(self.pool, dead):
-                    log(WARNING, "[workers] a Ray worker died (%s); a new worker replaces it",
+                    logger.warning("[workers] a Ray worker died (%s); a new worker replaces it",
                         type(error).__name__)
                 raise
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from warmfed_flwr.processes import terminate_all
+from warmfed_flwr.runtime.processes import terminate_all
 
 HTTP_PORT_VARIABLE = "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT"
 CONTROL_PORT_VARIABLE = "FLWR_LOCAL_CONTROL_API_PORT"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 if TYPE_CHECKING:
-    from warmfed_flwr.tracking import Tracker
+    from warmfed_flwr.run.tracking import Tracker
 
 
 @dataclass
@@ -22,6 +22,7 @@ class ClientResult:
     partition_id: int
     domain: str
     node_id: int
+    num_test: int = 0  # the client's test images, which its accuracies are shares of
     global_acc: float | None = None
     personal_acc: float | None = None
     bytes_up: int = 0
@@ -60,14 +61,14 @@ class RunRecorder:
         self.snapshots: list[dict[str, Any]] = []
         # what the rounds' strategy returned in its Result, by round: {"train_metrics_clientapp": {"1": {...}}, ...}
         self.strategy_metrics: dict[str, dict[str, dict[str, Any]]] = {}
-        self.snapshot_seconds = 0.0  # spent taking snapshots (warmfed_flwr/snapshots.py), not on the run itself
+        self.snapshot_seconds = 0.0  # spent taking snapshots (warmfed_flwr/run/snapshots.py), not on the run itself
         self._node_to_partition: dict[int, int] = {}
         self._started = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
 
-    def add_client(self, partition_id: int, domain: str, node_id: int) -> ClientResult:
+    def add_client(self, partition_id: int, domain: str, node_id: int, num_test: int = 0) -> ClientResult:
         """Register a client found at discovery."""
-        result = ClientResult(partition_id=partition_id, domain=domain, node_id=node_id)
+        result = ClientResult(partition_id=partition_id, domain=domain, node_id=node_id, num_test=num_test)
         self.clients[partition_id] = result
         self._node_to_partition[node_id] = partition_id
         return result
@@ -158,8 +159,8 @@ class RunRecorder:
             {
                 "round": server_round,
                 "clients": [
-                    {"partition_id": c.partition_id, "global_acc": c.global_acc, "personal_acc": c.personal_acc,
-                     "bytes_up": c.bytes_up, "bytes_down": c.bytes_down}
+                    {"partition_id": c.partition_id, "num_test": c.num_test, "global_acc": c.global_acc,
+                     "personal_acc": c.personal_acc, "bytes_up": c.bytes_up, "bytes_down": c.bytes_down}
                     for c in sorted(self.clients.values(), key=lambda c: c.partition_id)
                 ],
                 "averages": self.averages(),

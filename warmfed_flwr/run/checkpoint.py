@@ -20,10 +20,10 @@ from typing import Any, Callable, Mapping
 
 from flwr.app import ArrayRecord
 
-from warmfed_flwr.artifacts import ArtifactCache
 from warmfed_flwr.config import RESUME_FREE_KEYS, ConfigError
-from warmfed_flwr.results import RunRecorder, write_json_atomic
-from warmfed_flwr.transport import arrays_to_record, record_to_arrays
+from warmfed_flwr.run.artifacts import ArtifactCache
+from warmfed_flwr.run.results import RunRecorder, write_json_atomic
+from warmfed_flwr.run.transport import arrays_to_record, record_to_arrays
 
 CHECKPOINT_FILE = "checkpoint.json"
 ARTIFACTS_DIR = "artifacts"

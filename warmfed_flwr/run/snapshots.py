@@ -13,13 +13,12 @@ run's own numbers (accuracies, bytes) as they were.
 from __future__ import annotations
 
 import time
-from logging import INFO
 from typing import Callable, Iterable
 
 from flwr.app import ArrayRecord
-from flwr.common.logger import log
 
-from warmfed_flwr.results import RunRecorder
+from warmfed_flwr.logs import logger
+from warmfed_flwr.run.results import RunRecorder
 
 # Personalizes a global model as the method's last phase would, recording into the clients' numbers;
 # the string names the phase in failure records.
@@ -44,4 +43,4 @@ class SnapshotTaker:
             self.personalization(arrays, f"snapshot-{server_round}")
         self.recorder.add_snapshot(server_round, time.perf_counter() - start)
         self.recorder.restore_client_numbers(before)
-        log(INFO, "[snapshot] recorded the results of a run stopped after round %d", server_round)
+        logger.info("[snapshot] recorded the results of a run stopped after round %d", server_round)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -40,33 +41,44 @@ def proximal_term(model: nn.Module, anchor: list[torch.Tensor], mu: float) -> to
     return 0.5 * mu * sum(((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
 
 
+@dataclass(frozen=True)
+class Schedule:
+    """How a model is trained: `epochs` of SGD at `lr` over shuffled batches of `batch_size`, each image moved
+    by up to `max_shift` pixels; shuffling and shifts come from a generator seeded with `seed`."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+    seed: int
+    device: torch.device
+    max_shift: int = 0
+
+
 def run_epochs(
     model: nn.Module,
     split: ImageSplit,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
+    schedule: Schedule,
     batch_loss: BatchLoss = cross_entropy_loss,
     on_epoch_start: Callable[[int], None] | None = None,
-    max_shift: int = 0,
     progress: Progress | None = None,
 ) -> float:
     """SGD (momentum 0.9, weight decay 5e-4, cosine learning rate) over `split`; returns the last epoch's mean loss.
 
     `batch_loss` lets a phase change the objective (FedProx, DSD) while sharing the loop;
     `on_epoch_start(epoch)` lets it update per-epoch state such as a distillation weight.
-    With `max_shift` > 0 every image is moved by a random offset of up to that many pixels
+    With `schedule.max_shift` > 0 every image is moved by a random offset of up to that many pixels
     (drawn from the seeded generator, so runs stay reproducible). `progress` logs the epochs' loss
     a few times.
     """
+    epochs, lr, batch_size, device, max_shift = (
+        schedule.epochs, schedule.lr, schedule.batch_size, schedule.device, schedule.max_shift
+    )
     if len(split) == 0:
         raise ValueError("cannot train on an empty split")
     model.to(device).train()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(schedule.seed)
     images, labels = split.images, split.labels
     mean_loss = float("nan")
     for epoch in range(epochs):
@@ -95,29 +107,22 @@ def run_epochs(
 def train_supervised(
     model: nn.Module,
     split: ImageSplit,
-    epochs: int,
-    lr: float,
-    batch_size: int,
-    seed: int,
-    device: torch.device,
+    schedule: Schedule,
     proximal_mu: float = 0.0,
-    max_shift: int = 0,
     progress: Progress | None = None,
 ) -> float:
     """Cross-entropy training, with FedProx's proximal term towards the starting weights when mu > 0.
 
-    `max_shift` is the random-shift augmentation of `run_epochs`, `progress` its epoch log.
+    `progress` logs the epochs' loss a few times (see `run_epochs`).
     """
     if proximal_mu <= 0:
-        return run_epochs(model, split, epochs, lr, batch_size, seed, device, max_shift=max_shift, progress=progress)
-    anchor = [p.detach().clone().to(device) for p in model.parameters()]
+        return run_epochs(model, split, schedule, progress=progress)
+    anchor = [p.detach().clone().to(schedule.device) for p in model.parameters()]
 
     def prox_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return cross_entropy_loss(m, x, y) + proximal_term(m, anchor, proximal_mu)
 
-    return run_epochs(
-        model, split, epochs, lr, batch_size, seed, device, batch_loss=prox_loss, max_shift=max_shift, progress=progress
-    )
+    return run_epochs(model, split, schedule, batch_loss=prox_loss, progress=progress)
 
 
 # Evaluation batches hold at most this many pixels per channel: 512 images up to 32 px, 10 at 224 px,

@@ -3,33 +3,21 @@
 from __future__ import annotations
 
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
-from flwr.serverapp import Grid
 
-from warmfed_flwr.config import Settings
-from warmfed_flwr.federation import ClientInfo, send_phase
-from warmfed_flwr.results import RunRecorder
+from warmfed_flwr.run.context import RunContext
 
 
-def personalize(
-    grid: Grid,
-    recorder: RunRecorder,
-    clients: list[ClientInfo],
-    global_arrays: ArrayRecord,
-    settings: Settings,
-    dsd_mode: str,
-    phase: str = "dsd",
-) -> None:
+def personalize(run: RunContext, global_arrays: ArrayRecord, dsd_mode: str, phase: str = "dsd") -> None:
     """Send the global model to every client for `train.dsd`; record global and personalized accuracy.
 
     `phase` names the phase in failure records (a snapshot's personalization has its own name).
     """
     contents = {
         c.node_id: RecordDict({"arrays": global_arrays, "config": ConfigRecord({"dsd-mode": dsd_mode})})
-        for c in clients
+        for c in run.clients
     }
-    replies = send_phase(grid, recorder, phase, "train.dsd", contents, settings.timeout, settings.min_clients)
-    for node_id, content in replies.items():
-        client = recorder.client_of_node(node_id)
+    for node_id, content in run.send(phase, "train.dsd", contents).items():
+        client = run.recorder.client_of_node(node_id)
         if client is None:
             continue
         metrics = content["metrics"]

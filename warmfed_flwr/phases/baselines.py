@@ -1,0 +1,78 @@
+"""Baselines on the same clients, partitions, models and seeds: fedavg, fedprox, fedavg-ft, local, centralized."""
+
+from __future__ import annotations
+
+import torch
+from flwr.app import ArrayRecord, RecordDict
+
+from warmfed_flwr import data
+from warmfed_flwr.config import Settings
+from warmfed_flwr.data.types import ImageSplit
+from warmfed_flwr.learning.models import initial_classifier
+from warmfed_flwr.learning.training import Schedule, evaluate_accuracy, pick_device, train_supervised
+from warmfed_flwr.phases.personalize import personalize
+from warmfed_flwr.phases.rounds import StrategyRun, make_aggregation, run_rounds
+from warmfed_flwr.run.context import RunContext
+from warmfed_flwr.run.snapshots import SnapshotTaker
+from warmfed_flwr.run.transport import model_to_record
+
+
+def initial_arrays(settings: Settings, num_classes: int) -> ArrayRecord:
+    """The shared, seeded classifier initialisation every method starts from."""
+    return model_to_record(initial_classifier(settings, num_classes))
+
+
+def run_federated(run: RunContext, plan: StrategyRun | None = None) -> None:
+    """fedavg / fedprox for R rounds (of `plan`'s strategy when given); fedavg-ft then fine-tunes the final
+    global model on each client.
+
+    With `snapshot-rounds`, the results of shorter runs are recorded on the way (warmfed_flwr/run/snapshots.py).
+    """
+    settings = run.settings
+
+    def finetune(arrays: ArrayRecord, phase: str) -> None:
+        personalize(run, arrays, dsd_mode="none", phase=phase)
+
+    snapshots = SnapshotTaker(run.recorder, settings.snapshot_rounds, finetune if settings.method == "fedavg-ft" else None)
+    plan = plan or StrategyRun(make_aggregation(settings, len(run.clients)))
+    arrays = run_rounds(run, plan, initial_arrays(settings, run.num_classes), after_round=snapshots)
+    if settings.method == "fedavg-ft":
+        run.checkpoint.once("finetune", run.recorder, lambda: finetune(arrays, "finetune"))
+
+
+def run_local(run: RunContext) -> None:
+    """Each client trains alone; its model's mean accuracy over every client's test split is its global accuracy."""
+    init = initial_arrays(run.settings, run.num_classes)
+    with run.recorder.phase("local"):
+        replies = run.send("local", "train.local", {c.node_id: RecordDict({"arrays": init}) for c in run.clients})
+    models: dict[str, ArrayRecord] = {}
+    for node_id, content in replies.items():
+        client = run.recorder.client_of_node(node_id)
+        if client is not None:
+            client.personal_acc = float(content["metrics"]["personal-acc"])
+            models[f"model-{client.partition_id}"] = content["arrays"]
+    with run.recorder.phase("cross-evaluate"):
+        evaluations = run.send("cross-evaluate", "evaluate.cross", {c.node_id: RecordDict(models) for c in run.clients})
+    for name in models:
+        client = run.recorder.clients[int(name.removeprefix("model-"))]
+        scores = [float(content["metrics"][name]) for content in evaluations.values()]
+        client.global_acc = sum(scores) / len(scores)
+
+
+def run_centralized(run: RunContext) -> None:
+    """Reference, not FL: one model trained on every client's real train data pooled on the server."""
+    settings, device = run.settings, pick_device()
+    client_data = {
+        c.partition_id: data.load_client_data(settings.data, c.partition_id, c.num_partitions) for c in run.clients
+    }
+    pooled = ImageSplit(
+        torch.cat([cd.train.images for cd in client_data.values()]),
+        torch.cat([cd.train.labels for cd in client_data.values()]),
+    )
+    model = initial_classifier(settings, run.num_classes)
+    with run.recorder.phase("centralized"):
+        t = settings.train
+        schedule = Schedule(t.local_only_epochs, t.lr, t.batch_size, settings.seed, device, t.augment_shift)
+        train_supervised(model, pooled, schedule)
+    for pid, cd in client_data.items():
+        run.recorder.clients[pid].global_acc = evaluate_accuracy(model, cd.test, device)

@@ -1,0 +1,216 @@
+"""Talking to the clients: discovery and one message per client per phase.
+
+Messages go through the run's `MeteredGrid` (run/grid.py), which retries what the infrastructure
+lost. What is left, a reply that is missing (none within `timeout`) or carries an error (the
+ClientApp raised, or the infrastructure failed every attempt), is recorded as a failure of that
+client in that phase; the phase goes on with the others while at least `min-clients` answered,
+otherwise it raises `TooFewClientsError`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid
+
+from warmfed_flwr.logs import logger
+from warmfed_flwr.run.results import RunRecorder
+
+# In node-local runs every message after discovery carries the class list agreed at discovery in this record.
+AGREED_CLASSES_KEY = "agreed-classes"
+
+
+def agreed_classes_record(class_names: tuple[str, ...]) -> ConfigRecord:
+    """The record that tells node-local clients the federation's class list (and so their label numbers)."""
+    return ConfigRecord({"class-names": list(class_names)})
+
+
+class TooFewClientsError(RuntimeError):
+    """Fewer than `min-clients` clients answered a phase."""
+
+
+class FederationMismatchError(RuntimeError):
+    """The SuperNodes do not match the number of clients the data is split into."""
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """What a client tells the server at discovery."""
+
+    node_id: int
+    partition_id: int
+    num_partitions: int
+    domain: str
+    num_train: int
+    num_test: int
+    class_names: tuple[str, ...]
+
+
+def wait_for_nodes(grid: Grid, expected: int, wait_seconds: float) -> list[int]:
+    """Node ids once `expected` SuperNodes are connected, or whatever is connected after `wait_seconds`."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        node_ids = sorted(grid.get_node_ids())
+        if len(node_ids) >= expected or time.monotonic() >= deadline:
+            return node_ids
+        time.sleep(0.5)
+
+
+def failure_reason(reply: Message) -> str:
+    """Why a reply carries an error: its SuperNode went offline, or the ClientApp raised (with the client's message)."""
+    if reply.error.code == ErrorCode.NODE_UNAVAILABLE:
+        return f"SuperNode unavailable: {reply.error.reason}"
+    return f"client error: {reply.error.reason}"
+
+
+def keep_good_replies(
+    recorder: RunRecorder, phase: str, sent: Iterable[Message], replies: Iterable[Message], timeout: float
+) -> list[Message]:
+    """The replies without an error; each error reply, and each message of `sent` without a reply, is a failure.
+
+    A reply is matched to the node its message went to: the SuperLink, not the node, sends the error
+    reply for a SuperNode that went offline.
+    """
+    destination = {msg.metadata.message_id: msg.metadata.dst_node_id for msg in sent}
+    good, answered = [], set()
+    for reply in replies:
+        node_id = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+        answered.add(node_id)
+        if reply.has_error():
+            reason = failure_reason(reply)
+            recorder.add_failure(phase, node_id, reason)
+            logger.warning("[%s] node %d failed: %s", phase, node_id, reason)
+        else:
+            good.append(reply)
+    for node_id in sorted(set(destination.values()) - answered):
+        recorder.add_failure(phase, node_id, f"no reply within {timeout:g} s")
+        logger.warning("[%s] node %d did not reply within %g s", phase, node_id, timeout)
+    return good
+
+
+@dataclass(frozen=True)
+class ReplyLimits:
+    """How long a phase waits for its replies, and how many good ones it needs to go on."""
+
+    timeout: float
+    min_clients: int
+
+
+def send_phase(
+    grid: Grid,
+    recorder: RunRecorder,
+    phase: str,
+    message_type: str,
+    contents: Mapping[int, RecordDict],
+    limits: ReplyLimits,
+) -> dict[int, RecordDict]:
+    """Send one message per node, return the good replies by node id, record every failure.
+
+    A message carries only what its phase needs: every client reads the run's settings from the run
+    config Flower gives it (`context.run_config`), the same as the server's.
+    """
+    if not contents:
+        return {}
+    messages = [
+        Message(content=content, dst_node_id=node_id, message_type=message_type) for node_id, content in contents.items()
+    ]
+    logger.info("[%s] sending %s to %d clients", phase, message_type, len(messages))
+    replies = grid.send_and_receive(messages, timeout=limits.timeout)
+    good = {
+        reply.metadata.src_node_id: reply.content
+        for reply in keep_good_replies(recorder, phase, messages, replies, limits.timeout)
+    }
+    if len(good) < limits.min_clients:
+        raise TooFewClientsError(
+            f"phase '{phase}': only {len(good)} of {len(contents)} clients answered, "
+            f"fewer than min-clients={limits.min_clients}; see failures in results.json"
+        )
+    return good
+
+
+def _query_info(
+    grid: Grid,
+    recorder: RunRecorder,
+    node_ids: list[int],
+    expected: int | None,
+    timeout: float,
+) -> list[ClientInfo]:
+    """Ask `node_ids` which partition they hold; fail fast when a node was started for another split.
+
+    With `expected` None (node-local data: the server cannot count the clients) the nodes' own
+    `num-partitions` is the federation's size, and every node must give the same.
+    """
+    replies = send_phase(
+        grid, recorder, "discover", "query.info", {n: RecordDict() for n in node_ids}, ReplyLimits(timeout, 0)
+    )
+    infos = []
+    for node_id, content in sorted(replies.items()):
+        rec = content["info"]
+        info = ClientInfo(
+            node_id=node_id,
+            partition_id=int(rec["partition-id"]),
+            num_partitions=int(rec["num-partitions"]),
+            domain=str(rec["domain"]),
+            num_train=int(rec["num-train"]),
+            num_test=int(rec["num-test"]),
+            class_names=tuple(str(n) for n in rec["class-names"]),
+        )
+        if expected is None:
+            if info.num_partitions < 1:
+                raise FederationMismatchError(
+                    f"SuperNode {node_id} was started without num-partitions; with node-local data start every "
+                    "SuperNode with --node-config 'partition-id=K num-partitions=N data-root=\"/path\"'"
+                )
+        elif info.num_partitions != expected:
+            raise FederationMismatchError(
+                f"SuperNode {node_id} was started with num-partitions={info.num_partitions} but the data is "
+                f"split into {expected} clients; run with --federation-config 'num-supernodes={expected}' "
+                f"(deployment: --node-config 'partition-id=K num-partitions={expected}')"
+            )
+        infos.append(info)
+    sizes = sorted({info.num_partitions for info in infos})
+    if expected is None and len(sizes) > 1:
+        raise FederationMismatchError(f"SuperNodes were started with different num-partitions: {sizes}")
+    return infos
+
+
+def discover_clients(
+    grid: Grid,
+    recorder: RunRecorder,
+    expected: int | None,
+    timeout: float,
+    min_clients: int,
+    wait_seconds: float = 120.0,
+) -> list[ClientInfo]:
+    """Find the SuperNodes, ask each which partition it holds, and check they match the data's split.
+
+    The first nodes are asked at once, so a federation sized for another split fails in seconds;
+    then discovery waits up to `wait_seconds` for the rest and goes on with at least `min_clients`.
+    `expected` None: node-local data, the first nodes' `num-partitions` says how many to wait for.
+    """
+    infos = _query_info(grid, recorder, wait_for_nodes(grid, 1, wait_seconds), expected, timeout)
+    if expected is None:
+        expected = infos[0].num_partitions if infos else min_clients
+    remaining = wait_for_nodes(grid, expected, wait_seconds)
+    if len(remaining) > expected:
+        raise FederationMismatchError(
+            f"{len(remaining)} SuperNodes are connected but the data is split into {expected} clients; "
+            f"start the run with --federation-config 'num-supernodes={expected}'"
+        )
+    asked = {i.node_id for i in infos}
+    infos += _query_info(grid, recorder, [n for n in remaining if n not in asked], expected, timeout)
+    recorder.clear_failures("discover", {i.node_id for i in infos})  # too slow for the first probe is no failure
+    if len(infos) < min_clients:
+        raise TooFewClientsError(f"only {len(infos)} of {expected} clients answered discovery (min-clients={min_clients})")
+    seen = [i.partition_id for i in infos]
+    if len(set(seen)) != len(seen):
+        raise FederationMismatchError(f"two SuperNodes claim the same partition-id: {sorted(seen)}")
+    infos.sort(key=lambda i: i.partition_id)
+    for info in infos:
+        recorder.add_client(info.partition_id, info.domain, info.node_id, info.num_test)
+    logger.info("[discover] %d clients: %s", len(infos), ", ".join(f"{i.partition_id}:{i.domain}" for i in infos))
+    return infos

@@ -1,0 +1,188 @@
+"""The Grid the server talks through: it meters training bytes per client and asks a client lost to the
+infrastructure again.
+
+A reply lost to the infrastructure (the Ray worker running the client died, the SuperNode went
+offline, a message or reply went missing) is not the client's fault: `MeteredGrid` sends the same
+message again, up to `retries` times, giving an offline SuperNode `retry-wait` seconds to come back
+first, and records each retry.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from flwr.app import ConfigRecord, Message
+from flwr.common.constant import ErrorCode
+from flwr.serverapp import Grid
+
+from warmfed_flwr.logs import logger
+from warmfed_flwr.run.results import RunRecorder
+from warmfed_flwr.run.transport import content_bytes
+
+# Error codes of replies the infrastructure produced, not the ClientApp: such a client is asked again.
+INFRASTRUCTURE_ERRORS = {
+    ErrorCode.UNKNOWN: "worker failed",  # simulation: e.g. the Ray worker running the client died
+    ErrorCode.MESSAGE_UNAVAILABLE: "message unavailable",
+    ErrorCode.REPLY_MESSAGE_UNAVAILABLE: "reply unavailable",
+    ErrorCode.NODE_UNAVAILABLE: "SuperNode unavailable",
+    ErrorCode.CLIENT_APP_CRASHED: "ClientApp process crashed",
+}
+
+
+def infrastructure_fault(reply: Message) -> str | None:
+    """What went wrong, when `reply` is an error the infrastructure produced; None for good replies and app errors."""
+    if not reply.has_error() or reply.error.code not in INFRASTRUCTURE_ERRORS:
+        return None
+    return f"{INFRASTRUCTURE_ERRORS[reply.error.code]}: {reply.error.reason[:200]}"
+
+
+class DelegatingGrid(Grid):
+    """A Grid that passes every call on to `grid`: the base of the Grids that watch or change a run's messages."""
+
+    def __init__(self, grid: Grid) -> None:
+        self._grid = grid
+
+    def set_run(self, run):  # type: ignore[no-untyped-def]  # signature fixed by Grid
+        self._grid.set_run(run)
+
+    @property
+    def run(self):  # type: ignore[no-untyped-def]
+        return self._grid.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # type: ignore[no-untyped-def]
+        return self._grid.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self._grid.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return self._grid.pull_messages(message_ids)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return self._grid.send_and_receive(messages, timeout=timeout)
+
+
+class MeteredGrid(DelegatingGrid):
+    """A Grid that meters training bytes per client and asks clients lost to infrastructure faults again.
+
+    Only `train.*` messages count (LoRA upload, rounds, DSD, local training): discovery and
+    evaluation messages exist to measure the run and would otherwise make a method's cost depend
+    on how often it is evaluated. A message sent again counts again.
+
+    `send_and_receive` (what every phase and Flower's strategies use) resends a message whose reply
+    is an infrastructure error (`INFRASTRUCTURE_ERRORS`), unchanged, up to `retries` times; an
+    offline SuperNode is first given `retry_wait` seconds to come back online. Each retry is
+    recorded (`RunRecorder.add_retry`); the caller sees only the last attempt's reply.
+
+    Records given to `send_with_every_message` (the agreed class list of a node-local run) are added
+    to every message sent from then on.
+    """
+
+    def __init__(self, grid: Grid, recorder: RunRecorder, retries: int = 0, retry_wait: float = 60.0) -> None:
+        super().__init__(grid)
+        self._recorder = recorder
+        self._retries = retries
+        self._retry_wait = retry_wait
+        self._shared: dict[str, ConfigRecord] = {}
+
+    def send_with_every_message(self, name: str, record: ConfigRecord) -> None:
+        """Add `record`, as `name`, to every message sent from now on."""
+        self._shared[name] = record
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = self._with_shared(messages)
+        self._count_down(messages)
+        return self._grid.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies = list(self._grid.pull_messages(message_ids))
+        self._count_up(replies)
+        return replies
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        messages = self._with_shared(messages)
+        self._count_down(messages)
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        first_id = {msg.metadata.message_id: msg.metadata.message_id for msg in messages}  # attempt -> caller's id
+        for attempt in range(1, self._retries + 1):
+            last_sent = {msg.metadata.message_id: msg for msg in messages}
+            retried: list[tuple[Message, Message]] = []  # (lost reply, the message sent again)
+            for reply in replies:
+                original = last_sent.get(reply.metadata.reply_to_message_id)
+                fault = infrastructure_fault(reply)
+                if original is not None and fault is not None:
+                    again = self._again(original, fault, attempt)
+                    if again is not None:
+                        retried.append((reply, again))
+            if not retried:
+                break
+            messages = [again for _, again in retried]
+            self._count_down(messages)
+            answered_again = {id(reply) for reply, _ in retried}
+            replies = [reply for reply in replies if id(reply) not in answered_again]
+            replies += list(self._grid.send_and_receive(messages, timeout=timeout))
+            first_id |= {again.metadata.message_id: first_id[lost.metadata.reply_to_message_id] for lost, again in retried}
+        for reply in replies:  # each reply answers the caller's message, whichever attempt it came from
+            answers(reply, first_id.get(reply.metadata.reply_to_message_id, reply.metadata.reply_to_message_id))
+        self._count_up(replies)
+        return replies
+
+    def _again(self, original: Message, fault: str, attempt: int) -> Message | None:
+        """A copy of `original` to send once more, recorded as a retry; None if its SuperNode stays offline."""
+        node_id = original.metadata.dst_node_id
+        if fault.startswith(INFRASTRUCTURE_ERRORS[ErrorCode.NODE_UNAVAILABLE]) and not self._wait_online(node_id):
+            logger.warning("[retry] node %d did not come back online; not asked again", node_id)
+            return None
+        self._recorder.add_retry(node_id, original.metadata.message_type, attempt, fault)
+        client = self._recorder.client_of_node(node_id)
+        who = f"partition {client.partition_id}" if client is not None else f"node {node_id}"
+        logger.warning("[retry] %s lost to the infrastructure (%s); asking again (%d of %d)",
+            who, fault.split(":")[0], attempt, self._retries)
+        metadata = original.metadata
+        return Message(content=original.content, dst_node_id=node_id, message_type=metadata.message_type,
+                       group_id=metadata.group_id, ttl=metadata.ttl)
+
+    def _wait_online(self, node_id: int, poll_seconds: float = 1.0) -> bool:
+        """True once `node_id` is connected again, False after `retry_wait` seconds."""
+        deadline = time.monotonic() + self._retry_wait
+        while node_id not in set(self._grid.get_node_ids()):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(poll_seconds)
+        return True
+
+    def _with_shared(self, messages: Iterable[Message]) -> list[Message]:
+        messages = list(messages)
+        for msg in messages:
+            for name, record in self._shared.items():
+                msg.content[name] = record
+        return messages
+
+    def _count_down(self, messages: list[Message]) -> None:
+        for msg in messages:
+            client = self._recorder.client_of_node(msg.metadata.dst_node_id)
+            if client is not None and is_training(msg):
+                client.bytes_down += content_bytes(msg.content)
+
+    def _count_up(self, replies: list[Message]) -> None:
+        for reply in replies:
+            client = self._recorder.client_of_node(reply.metadata.src_node_id)
+            if client is not None and is_training(reply) and not reply.has_error():
+                client.bytes_up += content_bytes(reply.content)
+
+
+def answers(reply: Message, message_id: str) -> None:
+    """Make `reply` answer message `message_id` (a retried message's reply answers the caller's first one).
+
+    Flower's own Grid sets the field the same way: Metadata has no setter for it.
+    """
+    reply.metadata.__dict__["_reply_to_message_id"] = message_id
+
+
+def is_training(msg: Message) -> bool:
+    """True for `train` and `train.<action>` messages and their replies."""
+    return msg.metadata.message_type.split(".")[0] == "train"

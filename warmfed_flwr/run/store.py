@@ -1,0 +1,163 @@
+"""One store for what the warm start produces: the clients' adapters, the synthetic pool, the warm-started model.
+
+A product is looked up in this run's checkpoint first (a resumed run), then, for adapters and the
+pool, in the shared cache (`cache-dir`: an earlier run with the settings that produce the same
+thing), and only then computed; what is used is saved to the checkpoint, and complete adapters or
+a pool that were computed also to the cache. A product reused from the cache is recorded as if
+its phase ran (its bytes and seconds). A checkpointed pool (`checkpointed_pool`) makes the
+adapters unnecessary, so it is asked for first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+from flwr.app import ArrayRecord
+
+from warmfed_flwr.data.types import ImageSplit
+from warmfed_flwr.generative.adapter import adapter_bytes
+from warmfed_flwr.generative.base import Adapter
+from warmfed_flwr.logs import logger
+from warmfed_flwr.run.artifacts import ArtifactCache, adapter_key, cache_key, pool_key
+from warmfed_flwr.run.checkpoint import ResumeError
+from warmfed_flwr.run.context import RunContext
+from warmfed_flwr.run.federation import ClientInfo
+
+
+@dataclass(frozen=True)
+class ClientAdapter:
+    """A validated adapter and the label counts its client reported (None when withheld)."""
+
+    client: ClientInfo
+    arrays: Adapter
+    label_counts: list[int] | None
+
+
+# A client's share of the synthetic pool.
+Share = tuple[ClientInfo, ImageSplit]
+
+
+def clients_by_partition(clients: list[ClientInfo], needed: Mapping[int, object]) -> dict[int, ClientInfo]:
+    """The discovered clients by partition id; a ResumeError names any partition in `needed` that is missing."""
+    by_pid = {c.partition_id: c for c in clients}
+    missing = sorted(set(needed) - by_pid.keys())
+    if missing:
+        raise ResumeError(
+            f"config key 'resume': partitions {missing} have checkpointed artifacts but did not connect this time"
+        )
+    return by_pid
+
+
+class WarmStartStore:
+    """The checkpoint, then the cache, then the computation, for each product of the warm start."""
+
+    def __init__(self, run: RunContext) -> None:
+        self.run = run
+        self.checkpoint, self.recorder = run.checkpoint, run.recorder
+        cache_dir = run.settings.cache_dir
+        self.cache = ArtifactCache(Path(cache_dir).expanduser().resolve()) if cache_dir else None
+
+    def adapters(self, collect: Callable[[], list[ClientAdapter]]) -> tuple[list[ClientAdapter], str]:
+        """Phase `lora`'s adapters (`collect` runs the phase) and the key they are stored under."""
+        ckpt, clients = self.checkpoint, self.run.clients
+        done = ckpt.entry("lora")
+        if done is not None:
+            return self._restored_adapters(done["key"], done["partitions"]), done["key"]
+        pids = [c.partition_id for c in clients]
+        key = adapter_key(self.run.settings, pids)
+        cached = self.cache.load_adapters(key, pids) if self.cache else None
+        adapters = self._reused_adapters(cached) if cached is not None else self._collected_adapters(collect, key)
+        for a in adapters:
+            ckpt.store.save_adapter(key, a.client.partition_id, a.arrays, {"label_counts": a.label_counts})
+        ckpt.mark("lora", self.recorder, key=key, partitions=[a.client.partition_id for a in adapters])
+        return adapters, key
+
+    def checkpointed_pool(self) -> list[Share] | None:
+        """The synthetic pool a resumed run's checkpoint holds, None when phase `warmstart-generate` is not in it."""
+        done = self.checkpoint.entry("warmstart-generate")
+        if done is None:
+            return None
+        stored = self.checkpoint.store.load_pool(done["key"])
+        if stored is None:
+            raise ResumeError(f"config key 'resume': the synthetic pool is missing from {self.checkpoint.store.root}")
+        by_pid = clients_by_partition(self.run.clients, stored[0])
+        return [(by_pid[pid], share) for pid, share in sorted(stored[0].items())]
+
+    def pool(self, clients: list[ClientInfo], source_key: str, generate: Callable[[], list[Share]]) -> list[Share]:
+        """Phase `warmstart-generate`'s pool for `clients`, generated from what `source_key` names."""
+        key = pool_key(self.run.settings, cache_key(source_key, sorted(c.partition_id for c in clients)))
+        cached = self.cache.load_pool(key) if self.cache else None
+        if cached is not None:
+            by_pid, seconds = cached
+            shares = [(client, by_pid[client.partition_id]) for client in clients]
+            for client, share in shares:
+                self.recorder.clients[client.partition_id].details["synthetic_images"] = len(share)
+            self.recorder.add_cached_phase("warmstart-generate", seconds)
+        else:
+            with self.recorder.phase("warmstart-generate"):
+                shares = generate()
+            seconds = self.recorder.phases[-1]["seconds"]
+            if self.cache:
+                self.cache.save_pool(key, {c.partition_id: share for c, share in shares}, seconds)
+        self.checkpoint.store.save_pool(key, {c.partition_id: share for c, share in shares}, seconds)
+        self.checkpoint.mark("warmstart-generate", self.recorder, key=key)
+        return shares
+
+    def model(self, phase: str, train: Callable[[], ArrayRecord]) -> ArrayRecord:
+        """The model phase `phase` trains (`train` runs it), or the one the checkpoint holds from it."""
+        ckpt = self.checkpoint
+        done = ckpt.entry(phase)
+        if done is not None:
+            return ckpt.model(done["model"])
+        with self.recorder.phase(phase):
+            arrays = train()
+        ckpt.mark(phase, self.recorder, model=ckpt.save_model(phase, arrays))
+        return arrays
+
+    def _restored_adapters(self, key: str, partitions: list[int]) -> list[ClientAdapter]:
+        """The adapters the checkpoint holds from phase `lora`, in partition order."""
+        stored = self.checkpoint.store.load_adapters(key, partitions)
+        if stored is None:
+            raise ResumeError(
+                f"config key 'resume': adapters of phase 'lora' are missing from {self.checkpoint.store.root}"
+            )
+        by_pid = clients_by_partition(self.run.clients, stored)
+        return [ClientAdapter(by_pid[pid], arrays, info["label_counts"]) for pid, (arrays, info) in sorted(stored.items())]
+
+    def _collected_adapters(self, collect: Callable[[], list[ClientAdapter]], key: str) -> list[ClientAdapter]:
+        """Run phase `lora`; a complete, failure-free set of adapters also goes to the cache."""
+        rec, clients = self.recorder, self.run.clients
+        before = {c.partition_id: (rec.clients[c.partition_id].bytes_up, rec.clients[c.partition_id].bytes_down)
+                  for c in clients}
+        with rec.phase("lora"):
+            adapters = collect()
+        if self.cache and len(adapters) == len(clients):
+            for a in adapters:
+                pid = a.client.partition_id
+                info = {
+                    "label_counts": a.label_counts,
+                    "fit_seconds": rec.clients[pid].details["fit_seconds"],
+                    "bytes_up": rec.clients[pid].bytes_up - before[pid][0],
+                    "bytes_down": rec.clients[pid].bytes_down - before[pid][1],
+                    "phase_seconds": rec.phases[-1]["seconds"],
+                }
+                self.cache.save_adapter(key, pid, a.arrays, info)
+        return adapters
+
+    def _reused_adapters(self, cached: dict[int, tuple[Adapter, dict]]) -> list[ClientAdapter]:
+        """Cached adapters, with the bytes and seconds they cost recorded as if the phase ran."""
+        adapters = []
+        for client in self.run.clients:
+            arrays, info = cached[client.partition_id]
+            result = self.recorder.clients[client.partition_id]
+            result.bytes_up += int(info["bytes_up"])
+            result.bytes_down += int(info["bytes_down"])
+            result.details["adapter_bytes"] = adapter_bytes(arrays)
+            result.details["fit_seconds"] = info["fit_seconds"]
+            counts = info["label_counts"] if self.run.settings.lora.send_label_counts else None
+            adapters.append(ClientAdapter(client, arrays, counts))
+        self.recorder.add_cached_phase("lora", float(next(iter(cached.values()))[1]["phase_seconds"]))
+        logger.info("[lora] reusing %d cached adapters from %s", len(adapters), self.cache.root if self.cache else "")
+        return adapters
