@@ -145,8 +145,8 @@ def run_check(sizes: CheckSizes, small: bool, targets: str) -> dict[str, object]
     adapters = []
     for client, split in enumerate(clients):
         with timer.phase(f"lora client-{client}"):
-            targets = ClassLabels(split.labels, CLASS_NAMES)
-            adapters.append(backbone.fit_lora(split.images, targets, settings.lora, SEED + client))
+            labelled = ClassLabels(split.labels, CLASS_NAMES)
+            adapters.append(backbone.fit_lora(split.images, labelled, settings.lora, SEED + client))
     labels = torch.arange(len(CLASS_NAMES)).repeat_interleave(sizes.generate_images_per_class)
     synthetic = []
     for client, adapter in enumerate(adapters):

@@ -3,7 +3,9 @@
 On the smoke preset with generation and training budgets just large enough to learn something
 (4 digit domains, 100 synthetic images per client): a warm start that trained on noise, on the
 wrong labels or not at all stays near the untrained model's chance accuracy, and a personalization
-that returns the global model, or a worse one, does not clear the margin over it.
+that returns the global model, or a worse one, does not clear the margin over it. Measured
+(2026-11-29, 2-core AMD EPYC): untrained 0.108, warm start 0.481, DSD 0.650, DSD above the global
+model on every client; 32 s.
 """
 
 from __future__ import annotations
