@@ -26,7 +26,13 @@ from warmfed_flwr.generative import ClassLabels, load_backbone
 from warmfed_flwr.generative.adapter import adapter_config
 from warmfed_flwr.learning.dsd import train_personalized
 from warmfed_flwr.learning.models import build_classifier
-from warmfed_flwr.learning.training import Schedule, evaluate_accuracy, pick_device, train_supervised
+from warmfed_flwr.learning.training import (
+    Schedule,
+    classifier_schedule,
+    evaluate_accuracy,
+    pick_device,
+    train_supervised,
+)
 from warmfed_flwr.logs import Progress
 from warmfed_flwr.run.federation import AGREED_CLASSES_KEY
 from warmfed_flwr.run.transport import arrays_to_record, load_record_into, model_to_record
@@ -103,8 +109,7 @@ def client_data(settings: Settings, context: Context, msg: Message) -> ClientDat
 
 def client_schedule(settings: Settings, pid: int, epochs: int, purpose: int) -> Schedule:
     """How this client trains a model: the run's batches, rate and shift augmentation, the client's seed for `purpose`."""
-    t = settings.train
-    return Schedule(epochs, t.lr, t.batch_size, client_seed(settings.seed, pid, purpose), pick_device(), t.augment_shift)
+    return classifier_schedule(settings.train, epochs, client_seed(settings.seed, pid, purpose))
 
 
 def global_model(settings: Settings, num_classes: int, msg: Message) -> torch.nn.Module:

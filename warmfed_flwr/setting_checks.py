@@ -80,6 +80,11 @@ def comma_list(value: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in value.split(",") if item.strip())
 
 
+def _whole(value: Any) -> bool:
+    """An int, or a float with no fractional part; not a bool."""
+    return not isinstance(value, bool) and (isinstance(value, int) or (isinstance(value, float) and value.is_integer()))
+
+
 def typed(key: str, default: Any, value: Any) -> Any:
     """`value` coerced to the type of `default`, or a ConfigError naming the key; "auto" keys keep the value."""
     if isinstance(default, bool):
@@ -89,7 +94,7 @@ def typed(key: str, default: Any, value: Any) -> Any:
             return value.lower() == "true"
         raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
     if isinstance(default, int):
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        if not _whole(value):
             raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
         return int(value)
     if isinstance(default, float):
@@ -99,7 +104,7 @@ def typed(key: str, default: Any, value: Any) -> Any:
     if default == AUTO:  # "auto" or a whole number
         if value == AUTO:
             return value
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+        if not _whole(value):
             raise ConfigError(f"config key '{key}': expected \"auto\" or a whole number, got {value!r}")
         return int(value)
     if not isinstance(value, str):

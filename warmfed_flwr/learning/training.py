@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from warmfed_flwr.config import TrainSettings
 from warmfed_flwr.data.types import ImageSplit, float_pixels
 from warmfed_flwr.logs import Progress
 
@@ -52,6 +53,11 @@ class Schedule:
     seed: int
     device: torch.device
     max_shift: int = 0
+
+
+def classifier_schedule(train: TrainSettings, epochs: int, seed: int) -> Schedule:
+    """`epochs` of the run's classifier training (`train.lr`, `train.batch-size`, `train.augment-shift`) from `seed`."""
+    return Schedule(epochs, train.lr, train.batch_size, seed, pick_device(), train.augment_shift)
 
 
 def run_epochs(

@@ -9,7 +9,7 @@ from warmfed_flwr import data
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.learning.models import initial_classifier
-from warmfed_flwr.learning.training import Schedule, evaluate_accuracy, pick_device, train_supervised
+from warmfed_flwr.learning.training import classifier_schedule, evaluate_accuracy, pick_device, train_supervised
 from warmfed_flwr.phases.personalize import personalize
 from warmfed_flwr.phases.rounds import StrategyRun, make_aggregation, run_rounds
 from warmfed_flwr.run.context import RunContext
@@ -71,8 +71,7 @@ def run_centralized(run: RunContext) -> None:
     )
     model = initial_classifier(settings, run.num_classes)
     with run.recorder.phase("centralized"):
-        t = settings.train
-        schedule = Schedule(t.local_only_epochs, t.lr, t.batch_size, settings.seed, device, t.augment_shift)
+        schedule = classifier_schedule(settings.train, settings.train.local_only_epochs, settings.seed)
         train_supervised(model, pooled, schedule)
     for pid, cd in client_data.items():
         run.recorder.clients[pid].global_acc = evaluate_accuracy(model, cd.test, device)

@@ -15,7 +15,7 @@ from warmfed_flwr.data.types import ImageSplit, pixels_as
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.base import Adapter, ClassLabels
 from warmfed_flwr.learning.models import build_classifier, initial_classifier
-from warmfed_flwr.learning.training import Schedule, pick_device, train_supervised
+from warmfed_flwr.learning.training import classifier_schedule, train_supervised
 from warmfed_flwr.logs import Progress, logger
 from warmfed_flwr.run.context import RunContext
 from warmfed_flwr.run.federation import ClientInfo
@@ -81,7 +81,7 @@ def train_on_pool(run: RunContext, pool: ImageSplit) -> torch.nn.Module:
     """The warm start: a fresh global classifier trained on the synthetic pool (server-side fine-tuning)."""
     s = run.settings
     model = initial_classifier(s, run.num_classes)
-    schedule = Schedule(s.server.epochs, s.train.lr, s.train.batch_size, s.seed, pick_device(), s.train.augment_shift)
+    schedule = classifier_schedule(s.train, s.server.epochs, s.seed)
     train_supervised(model, pool, schedule,
                      progress=Progress("[warmstart-train] global model", s.server.epochs, unit="epoch"))
     return model
@@ -96,9 +96,7 @@ def pool_fine_tuning(run: RunContext, pool: ImageSplit) -> Callable[[ArrayRecord
     def update(arrays: ArrayRecord) -> ArrayRecord:
         model = build_classifier(s.model.name, run.num_classes, s.data.image_size)
         load_record_into(model, arrays)
-        schedule = Schedule(s.server.round_epochs, s.train.lr, s.train.batch_size, s.seed, pick_device(),
-                            s.train.augment_shift)
-        train_supervised(model, pool, schedule)
+        train_supervised(model, pool, classifier_schedule(s.train, s.server.round_epochs, s.seed))
         return model_to_record(model.cpu())
 
     return update
