@@ -1,11 +1,14 @@
 """Pre-train the tiny class-conditional diffusion UNet that WarmFed ships as its foundation model.
 
-Trains only on the unstyled base fold of digits-domains (`load_digits_domains(16, seed=0).base`),
-which no client owns, for a fixed number of steps from a fixed seed, and writes
+Trains only on the base fold of digits-domains (`load_digits_domains(16, seed=0).base`), which no
+client owns, each batch rendered afresh in random looks of a broad procedural family
+(`warmfed_flwr.data.pretraining_looks`: colours, gradients, patterns, textures, strokes, noise) that
+excludes the four client styles, so the base has a broad prior, as Stable Diffusion has, and no
+client's style. Fixed number of steps from a fixed seed; writes
 `warmfed_flwr/assets/tiny-unet/{config.json, diffusion_pytorch_model.safetensors,
 scheduler_config.json, pretrain.json}`.
 
-    PYTHONPATH=. .venv/bin/python scripts/pretrain_tiny_base.py   # ~11 min on 2 idle CPU cores
+    PYTHONPATH=. .venv/bin/python scripts/pretrain_tiny_base.py
 
 While other torch jobs share the cores, run it with OMP_NUM_THREADS=1: two OpenMP threads per
 process thrash under contention (a step took 14 s instead of 1.2 s).
@@ -24,6 +27,7 @@ from diffusers.optimization import get_cosine_schedule_with_warmup
 from diffusers.training_utils import EMAModel
 
 from warmfed_flwr.data.digits_domains import load_digits_domains
+from warmfed_flwr.data.pretraining_looks import render_looks
 from warmfed_flwr.generative.tiny import (
     TINY_ASSET_DIR,
     denoising_loss,
@@ -39,13 +43,14 @@ WARMUP_STEPS = 100
 LOG_EVERY = 100
 
 
-def pretrain(steps: int, batch_size: int, lr: float, seed: int) -> tuple[UNet2DModel, float]:
-    """Train the tiny UNet on the base fold; returns the EMA weights and the mean loss of the last steps."""
+def pretrain(steps: int, batch_size: int, lr: float, seed: int, channels: tuple[int, ...]) -> tuple[UNet2DModel, float]:
+    """Train the tiny UNet on the base fold in random looks; returns the EMA weights and the mean loss of the last steps."""
     torch.manual_seed(seed)
+    looks = torch.Generator().manual_seed(seed)
     digits = load_digits_domains(IMAGE_SIZE, seed=0)
-    clean = to_model_space(digits.base.images, IMAGE_SIZE)
+    grey = digits.base.images[:, :1]
     labels = digits.base.labels
-    unet = UNet2DModel(**tiny_unet_config(num_classes=len(digits.class_names), sample_size=IMAGE_SIZE))
+    unet = UNet2DModel(**tiny_unet_config(len(digits.class_names), IMAGE_SIZE, channels))
     scheduler = training_scheduler()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=lr)
     learning_rate = get_cosine_schedule_with_warmup(optimizer, WARMUP_STEPS, steps)
@@ -54,8 +59,9 @@ def pretrain(steps: int, batch_size: int, lr: float, seed: int) -> tuple[UNet2DM
     recent: list[float] = []
     unet.train()
     for step in range(1, steps + 1):
-        batch = torch.randint(0, clean.shape[0], (batch_size,))
-        loss = denoising_loss(unet, scheduler, random_shift(clean[batch], MAX_SHIFT), labels[batch], null_label)
+        batch = torch.randint(0, grey.shape[0], (batch_size,))
+        clean = to_model_space(render_looks(random_shift(grey[batch], MAX_SHIFT), looks), IMAGE_SIZE)
+        loss = denoising_loss(unet, scheduler, clean, labels[batch], null_label)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -70,15 +76,16 @@ def pretrain(steps: int, batch_size: int, lr: float, seed: int) -> tuple[UNet2DM
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--channels", type=int, nargs="+", default=[32, 64, 96], help="the UNet's block widths")
     parser.add_argument("--out", type=Path, default=TINY_ASSET_DIR)
     args = parser.parse_args()
 
     started = time.perf_counter()
-    unet, final_loss = pretrain(args.steps, args.batch_size, args.lr, args.seed)
+    unet, final_loss = pretrain(args.steps, args.batch_size, args.lr, args.seed, tuple(args.channels))
     seconds = time.perf_counter() - started
     unet.save_pretrained(args.out, safe_serialization=True)
     training_scheduler().save_config(args.out)
@@ -88,7 +95,8 @@ def main() -> None:
         "lr": args.lr,
         "seed": args.seed,
         "max_shift": MAX_SHIFT,
-        "data": f"load_digits_domains({IMAGE_SIZE}, seed=0).base",
+        "channels": args.channels,
+        "data": f"load_digits_domains({IMAGE_SIZE}, seed=0).base in pretraining_looks.render_looks",
         "seconds": round(seconds, 1),
         "final_loss": round(final_loss, 5),
         "torch_threads": torch.get_num_threads(),
