@@ -1,12 +1,15 @@
 """Benchmark the tiny diffusion backbone: how faithful, small and fast are the clients' adapters?
 
-For each domain of digits-domains: fit the default LoRA adapter on the domain's train split,
+For each domain of the configured data (digits-domains, or e.g. `--set data.name=imagefolder --set
+data.root=DIR` for a folder of digits in other styles): fit the default LoRA adapter on the domain's train split,
 generate images for every class, and measure
 - class fidelity: accuracy on the generated images of a small CNN trained on the real train
   images of all domains (the intended digit is recognised; a judge trained on one domain's ~270
   images recognised only 70 % of the real textured test images, too weak to judge by),
-- domain fidelity: how often a domain classifier trained on all domains' real train images
-  assigns the generated images to this domain,
+- domain fidelity: how often a domain classifier assigns the generated images to this domain; it is
+  trained on all domains' real train images and, as a fifth class "none of the clients", on the
+  base fold rendered in the base model's own pre-training looks (`pretraining_looks`), so that an
+  image in no client's style is not forced into the nearest client domain,
 and the same two for the base model without an adapter; adapter bytes vs base bytes, fit steps/s,
 generated images/s and that throughput as a fraction of this machine's fp32 matmul peak.
 `--full-finetune STEPS` also fine-tunes every weight of the base (the bound any adapter is held
@@ -36,7 +39,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision.utils import save_image
 
 from warmfed_flwr.config import Settings
+from warmfed_flwr.data import load_domain_set
 from warmfed_flwr.data.digits_domains import load_digits_domains
+from warmfed_flwr.data.images import decoded
+from warmfed_flwr.data.types import DomainData, DomainSet, ImageSplit, float_pixels
+from warmfed_flwr.data.pretraining_looks import render_looks
 from warmfed_flwr.generative import adapter_bytes, adapter_config, load_backbone, validate_adapter
 from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.tiny import TinyBackbone, to_model_space, train_denoiser
@@ -57,6 +64,7 @@ CLASSIFIER_EPOCHS = 30
 CLASSIFIER_BATCH = 64
 MATMUL_SIZE = 1024
 MATMUL_REPEATS = 20
+PRETRAINING_LOOK_COPIES = 1  # how many times the base fold is rendered for the judge's "none of the clients" class
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,39 @@ def flops_per_generated_image(unet: nn.Module, steps: int, guidance: float) -> f
     return counter.get_total_flops() * steps * (1 if guidance == 1.0 else 2)
 
 
+def in_memory(data: DomainSet, image_size: int) -> DomainSet:
+    """`data` with every split decoded to float32 images in [0, 1] (image folders are read lazily)."""
+
+    def loaded(split: object, where: str) -> ImageSplit:
+        images = decoded(split, image_size, where)
+        return ImageSplit(float_pixels(images.images), images.labels)
+
+    return DomainSet(
+        domains=tuple(
+            DomainData(domain.name, loaded(domain.train, f"{domain.name}/train"), loaded(domain.test, f"{domain.name}/test"))
+            for domain in data.domains
+        ),
+        class_names=data.class_names,
+    )
+
+
+def train_domain_judge(data: DomainSet, seed: int) -> nn.Module:
+    """The domain judge: one class per domain (its real train images) plus "none of the clients".
+
+    The last class holds digits-domains' base fold (which no client owns) rendered in random
+    pre-training looks: the styles the base model knows without any adapter.
+    """
+    size = data.domains[0].train.images.shape[-1]
+    grey = load_digits_domains(size, seed=0).base.images[:, :1].repeat(PRETRAINING_LOOK_COPIES, 1, 1, 1)
+    own_looks = render_looks(grey, torch.Generator().manual_seed(seed))
+    images = torch.cat([domain.train.images for domain in data.domains] + [own_looks])
+    labels = torch.cat(
+        [torch.full_like(domain.train.labels, index) for index, domain in enumerate(data.domains)]
+        + [torch.full((len(own_looks),), len(data.domains), dtype=torch.long)]
+    )
+    return train_judge(images, labels, len(data.domains) + 1, seed)
+
+
 def fit_full_finetune(
     backbone: TinyBackbone, images: torch.Tensor, labels: torch.Tensor, settings: Settings, lr: float, steps: int, seed: int
 ) -> TinyBackbone:
@@ -192,19 +233,14 @@ def measure(
 
     `full_finetune` = (steps, learning rate) adds the whole-model fine-tune of each domain.
     """
-    data = load_digits_domains(settings.data.image_size, settings.seed)
+    data = in_memory(load_domain_set(settings.data), settings.data.image_size)
     names = [domain.name for domain in data.domains]
     if only_domain and only_domain not in names:
         raise SystemExit(f"--domain {only_domain!r}: not one of {', '.join(names)}")
     num_classes = len(data.class_names)
     real_images = torch.cat([domain.train.images for domain in data.domains])
     class_judge = train_judge(real_images, torch.cat([domain.train.labels for domain in data.domains]), num_classes, settings.seed)
-    domain_judge = train_judge(
-        real_images,
-        torch.cat([torch.full_like(domain.train.labels, index) for index, domain in enumerate(data.domains)]),
-        len(names),
-        settings.seed,
-    )
+    domain_judge = train_domain_judge(data, settings.seed)
     backbone = load_backbone(settings.lora)
     if full_finetune is not None and not isinstance(backbone, TinyBackbone):
         raise SystemExit("--full-finetune: only for the tiny backbone (lora.backbone='tiny')")
