@@ -176,7 +176,7 @@ def test_shipped_asset_loads_with_the_expected_config():
     assert (TINY_ASSET_DIR / "diffusion_pytorch_model.safetensors").is_file()
     config = backbone.unet.config
     assert (config.sample_size, config.in_channels, config.num_class_embeds) == (16, 3, 11)
-    assert tuple(config.block_out_channels) == (32, 64, 64)
+    assert tuple(config.block_out_channels) == tiny_unet_config()["block_out_channels"] == (32, 64, 96)
     assert all(parameter.dtype == torch.float32 for parameter in backbone.unet.parameters())
     adapter_bytes = 4 * sum(int(np.prod(shape)) for shape in backbone.adapter_shapes(lora).values())
     assert adapter_bytes <= backbone.base_bytes() / 5

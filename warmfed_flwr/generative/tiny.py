@@ -42,7 +42,7 @@ SCHEDULER_CONFIG = "scheduler_config.json"
 
 
 def tiny_unet_config(
-    num_classes: int = 10, sample_size: int = 16, block_out_channels: tuple[int, ...] = (32, 64, 64)
+    num_classes: int = 10, sample_size: int = 16, block_out_channels: tuple[int, ...] = (32, 64, 96)
 ) -> dict[str, object]:
     """The UNet2DModel config of the tiny backbone: attention in every block below the first."""
     depth = len(block_out_channels)
