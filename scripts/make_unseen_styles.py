@@ -24,10 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as TF
 
-from warmfed_flwr.data.digits_domains import DIGITS_MAX_VALUE, base_fold_indices, sklearn_digits
+from warmfed_flwr.data.digits_domains import base_fold_indices, grey_digits, sklearn_digits
 from warmfed_flwr.data.pretraining_looks import gaussian_blur
 
 PAPER = torch.tensor([0.93, 0.9, 0.82]).view(1, 3, 1, 1)
@@ -82,11 +80,9 @@ STYLES = {"outline": outline, "halftone": halftone, "neon": neon, "emboss": embo
 
 def client_digits(size: int) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """The digits outside the base fold as N x 1 x size x size in [0, 1], their labels and their scikit-learn rows."""
-    images, labels = sklearn_digits()
+    _, labels = sklearn_digits()
     rows = np.setdiff1d(np.arange(labels.size), base_fold_indices())
-    grey = torch.from_numpy(images[rows] / DIGITS_MAX_VALUE).float().unsqueeze(1)
-    resized = TF.resize(grey, [size, size], interpolation=InterpolationMode.BILINEAR, antialias=True)
-    return resized.clamp(0.0, 1.0), labels[rows], rows
+    return grey_digits(size)[torch.from_numpy(rows)], labels[rows], rows
 
 
 def make_unseen_styles(out: Path, size: int, seed: int = 0) -> int:
