@@ -198,8 +198,25 @@ def handle_local(msg: Message, context: Context) -> Message:
     schedule = client_schedule(settings, cd.partition_id, epochs, seeds.LOCAL_TRAINING)
     train_supervised(model, cd.train, schedule,
                      progress=Progress(f"[local] partition {cd.partition_id}", epochs, unit="epoch"))
-    metrics = MetricRecord({"num-examples": len(cd.train), "personal-acc": evaluate_accuracy(model, cd.test, schedule.device)})
+    metrics = MetricRecord({"num-examples": len(cd.train), **personalized_metrics(model, cd, settings, context)})
     return Message(RecordDict({"arrays": model_to_record(model.cpu()), "metrics": metrics}), reply_to=msg)
+
+
+PERSONALIZED_MODEL = "personalized-model"  # context.state record: the last personalized model, for `query.personalized`
+
+
+def personalized_metrics(model: torch.nn.Module, cd: ClientData, settings: Settings, context: Context) -> dict[str, float]:
+    """The personalized model's accuracy on the client's test split and, where labels are skewed in a shared
+    data set, on a label-balanced test split of its domain; kept in the node state for `query.personalized`.
+    """
+    device = pick_device()
+    metrics = {"personal-acc": evaluate_accuracy(model, cd.test, device)}
+    if settings.data.partitioning != "iid" and settings.data.name != NODE_LOCAL:
+        balanced = data.balanced_domain_test(settings.data, cd.partition_id, num_partitions(context))
+        metrics["personal-acc-balanced"] = evaluate_accuracy(model, balanced, device)
+    if settings.evaluate_others > 0:
+        context.state[PERSONALIZED_MODEL] = model_to_record(model.cpu())
+    return metrics
 
 
 def handle_dsd(msg: Message, context: Context) -> Message:
@@ -216,13 +233,16 @@ def handle_dsd(msg: Message, context: Context) -> Message:
     schedule = client_schedule(settings, cd.partition_id, dsd.epochs, seeds.DSD)
     student = train_personalized(teacher, cd.train, dsd, schedule, progress_label=f"partition {cd.partition_id}")
     metrics = MetricRecord(
-        {
-            "num-examples": len(cd.train),
-            "global-acc": global_acc,
-            "personal-acc": evaluate_accuracy(student, cd.test, device),
-        }
+        {"num-examples": len(cd.train), "global-acc": global_acc, **personalized_metrics(student, cd, settings, context)}
     )
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def handle_personalized(msg: Message, context: Context) -> Message:
+    """This node's last personalized model (from its state), for evaluating it on other clients' test splits."""
+    if PERSONALIZED_MODEL not in context.state:
+        raise RuntimeError(f"partition {partition_id(context)}: no personalized model in this node's state yet")
+    return Message(RecordDict({"arrays": context.state[PERSONALIZED_MODEL]}), reply_to=msg)
 
 
 def handle_evaluate(msg: Message, context: Context) -> Message:
@@ -253,6 +273,7 @@ def handle_cross_evaluate(msg: Message, context: Context) -> Message:
 
 HANDLERS: dict[str, Handler] = {
     "query.info": handle_info,
+    "query.personalized": handle_personalized,
     "train.lora": handle_lora,
     "train.default": handle_fit_round,
     "train.local": handle_local,

@@ -38,7 +38,7 @@ TRACKERS = ("none", "tensorboard", "mlflow")
 # Where a run writes and what it keeps or records on the way, not the run's own numbers: free to differ
 # between a run and the run it resumes.
 RESUME_FREE_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters", "snapshot-rounds", "retries", "retry-wait",
-                    "tracking")
+                    "tracking", "evaluate-others")
 # The methods that can record snapshots, and their earliest snapshot round (0: after the warm start).
 SNAPSHOT_FIRST_ROUND = {"warmfed": 0, "fgl": 0, "fedavg": 1, "fedprox": 1, "fedavg-ft": 1}
 
@@ -183,6 +183,10 @@ class Settings:
         "final numbers and figures under the run directory (`tensorboard --logdir <run>/tensorboard`, or `mlflow ui "
         "--backend-store-uri sqlite:///<run>/mlflow/mlflow.db`); local files only, no account. Needs `pip install -e "
         "'.[tracking]'`", one_of(*TRACKERS))
+    evaluate_others: int = setting(
+        3, "resilience: each personalized model is also evaluated on the test splits of up to this many other "
+        "clients (the next ones in partition order), reported as `personal_acc_others`; evaluation traffic, not "
+        "counted in the bytes; 0 = off", between(0, 10_000))
     data: DataSettings = None  # type: ignore[assignment]  # sections: filled by from_run_config
     model: ModelSettings = None  # type: ignore[assignment]
     train: TrainSettings = None  # type: ignore[assignment]

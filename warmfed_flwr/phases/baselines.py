@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 from flwr.app import ArrayRecord, RecordDict
 
@@ -11,6 +13,7 @@ from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.learning.models import initial_classifier
 from warmfed_flwr.learning.training import classifier_schedule, evaluate_accuracy, pick_device, train_supervised
 from warmfed_flwr.phases.personalize import personalize
+from warmfed_flwr.phases.resilience import clients_evaluating
 from warmfed_flwr.phases.rounds import StrategyRun, make_aggregation, run_rounds
 from warmfed_flwr.run.context import RunContext
 from warmfed_flwr.run.snapshots import SnapshotTaker
@@ -41,7 +44,8 @@ def run_federated(run: RunContext, plan: StrategyRun | None = None) -> None:
 
 
 def run_local(run: RunContext) -> None:
-    """Each client trains alone; its model's mean accuracy over every client's test split is its global accuracy."""
+    """Each client trains alone; its model's mean accuracy over every client's test split is its global accuracy,
+    over up to `evaluate-others` other clients' its `personal_acc_others`."""
     init = initial_arrays(run.settings, run.num_classes)
     with run.recorder.phase("local"):
         replies = run.send("local", "train.local", {c.node_id: RecordDict({"arrays": init}) for c in run.clients})
@@ -50,13 +54,21 @@ def run_local(run: RunContext) -> None:
         client = run.recorder.client_of_node(node_id)
         if client is not None:
             client.personal_acc = float(content["metrics"]["personal-acc"])
+            if "personal-acc-balanced" in content["metrics"]:
+                client.personal_acc_balanced = float(content["metrics"]["personal-acc-balanced"])
             models[f"model-{client.partition_id}"] = content["arrays"]
     with run.recorder.phase("cross-evaluate"):
         evaluations = run.send("cross-evaluate", "evaluate.cross", {c.node_id: RecordDict(models) for c in run.clients})
+    evaluated_by = {node_id: run.recorder.client_of_node(node_id) for node_id in evaluations}
+    by_partition = {client.partition_id: evaluations[node] for node, client in evaluated_by.items() if client is not None}
+    evaluators = clients_evaluating(sorted(by_partition), run.settings.evaluate_others)
     for name in models:
-        client = run.recorder.clients[int(name.removeprefix("model-"))]
-        scores = [float(content["metrics"][name]) for content in evaluations.values()]
-        client.global_acc = sum(scores) / len(scores)
+        owner = int(name.removeprefix("model-"))
+        scores = {pid: float(content["metrics"][name]) for pid, content in by_partition.items()}
+        run.recorder.clients[owner].global_acc = sum(scores.values()) / len(scores)
+        others = [scores[pid] for pid in evaluators.get(owner, [])]
+        if others:
+            run.recorder.clients[owner].personal_acc_others = statistics.fmean(others)
 
 
 def run_centralized(run: RunContext) -> None:
