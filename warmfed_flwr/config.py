@@ -31,7 +31,10 @@ from warmfed_flwr.setting_checks import (
     weights_file,
 )
 
-METHODS = ("warmfed", "fgl", "fedavg", "fedprox", "fedavg-ft", "local", "centralized")
+METHODS = ("warmfed", "fgl", "fedavg", "fedprox", "fedavg-ft", "fedbn", "ditto", "local", "centralized")
+# Personalized methods whose personal model is trained during the rounds and kept in the node's state.
+PERSONAL_IN_ROUNDS = ("fedbn", "ditto")
+BATCH_NORM_MODELS = ("cnn-bn", "resnet18")
 DATASETS = ("digits-domains", "imagefolder", "office-caltech10", "domainnet", "camelyon17", "huggingface", "node-local")
 NODE_LOCAL = "node-local"  # data.name of deployments where each SuperNode holds its own folder
 TRACKERS = ("none", "tensorboard", "mlflow")
@@ -40,7 +43,7 @@ TRACKERS = ("none", "tensorboard", "mlflow")
 RESUME_FREE_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters", "snapshot-rounds", "retries", "retry-wait",
                     "tracking", "evaluate-others")
 # The methods that can record snapshots, and their earliest snapshot round (0: after the warm start).
-SNAPSHOT_FIRST_ROUND = {"warmfed": 0, "fgl": 0, "fedavg": 1, "fedprox": 1, "fedavg-ft": 1}
+SNAPSHOT_FIRST_ROUND = {"warmfed": 0, "fgl": 0, "fedavg": 1, "fedprox": 1, "fedavg-ft": 1, "fedbn": 1, "ditto": 1}
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ class DataSettings:
 class ModelSettings:
     """The classifier every method trains."""
 
-    name: str = setting("cnn", "`cnn` (small CNN) or `resnet18`", one_of("cnn", "resnet18"))
+    name: str = setting("cnn", "`cnn` (small CNN with GroupNorm), `cnn-bn` (the same with BatchNorm, for "
+                        "`fedbn`) or `resnet18`", one_of("cnn", "cnn-bn", "resnet18"))
     pretrained: str = setting(
         "none", "ResNet-18 initialisation, never downloaded: `none` (seeded random), `auto` (ImageNet weights if "
         "torchvision's `resnet18-f37072fd.pth` is in torch's hub cache, random otherwise) or a `.safetensors` / "
@@ -86,6 +90,7 @@ class TrainSettings:
     augment_shift: int = setting(1, "every classifier training (clients, server pool, baselines, DSD) moves each image "
                                  "by up to this many pixels (edges repeated); 0 turns augmentation off", between(0, 8))
     proximal_mu: float = setting(0.01, "FedProx mu", at_least(0.0))
+    ditto_lambda: float = setting(0.1, "Ditto: pull of each personal model towards the global model", at_least(0.0))
     aggregation: str = setting("fedavg", "rounds' aggregation: `fedavg`, `fedprox`, `fedadam`",
                                one_of("fedavg", "fedprox", "fedadam"))
     server_lr: float = setting(0.01, "FedAdam server learning rate", positive)
@@ -151,7 +156,8 @@ def snapshot_rounds(value: str) -> tuple[int, ...]:
 class Settings:
     """All settings of one run."""
 
-    method: str = setting("warmfed", "`warmfed`, `fgl`, `fedavg`, `fedprox`, `fedavg-ft`, `local`, `centralized`",
+    method: str = setting("warmfed", "`warmfed`, `fgl`, `fedavg`, `fedprox`, `fedavg-ft`, `fedbn`, `ditto`, `local`, "
+                          "`centralized`",
                           one_of(*METHODS))
     rounds: int = setting(0, "federated rounds (WarmFed/FGL: after the warm start; 0 = one-shot)", between(0, 10_000))
     seed: int = setting(0, "seeds data splits, initialisation, LoRA fits and generation", at_least(0))
@@ -196,6 +202,9 @@ class Settings:
     dsd: DsdSettings = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        if self.method == "fedbn" and self.model is not None and self.model.name not in BATCH_NORM_MODELS:
+            raise ConfigError(f"config key 'method': fedbn keeps the batch-norm layers local, but 'model.name' = "
+                              f"{self.model.name!r} has none; use {' or '.join(BATCH_NORM_MODELS)}")
         if self.snapshot_rounds:
             if self.method not in SNAPSHOT_FIRST_ROUND:
                 raise ConfigError(f"config key 'snapshot-rounds': method {self.method!r} has no rounds to take snapshots of")

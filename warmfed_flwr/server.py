@@ -129,7 +129,7 @@ def run_experiment(
         run = RunContext(metered, recorder, checkpoint, settings, clients, class_names)
         if settings.method in ("warmfed", "fgl"):
             WarmFedStrategy(run, plan, use_adapters=settings.method == "warmfed").run()
-        elif settings.method in ("fedavg", "fedprox", "fedavg-ft"):
+        elif settings.method in ("fedavg", "fedprox", "fedavg-ft", "fedbn", "ditto"):
             run_federated(run, plan)
         elif settings.method == "local":
             run_local(run)

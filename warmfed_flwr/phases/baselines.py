@@ -1,4 +1,5 @@
-"""Baselines on the same clients, partitions, models and seeds: fedavg, fedprox, fedavg-ft, local, centralized."""
+"""Baselines on the same clients, partitions, models and seeds: fedavg, fedprox, fedavg-ft, fedbn, ditto, local,
+centralized."""
 
 from __future__ import annotations
 
@@ -25,22 +26,28 @@ def initial_arrays(settings: Settings, num_classes: int) -> ArrayRecord:
     return model_to_record(initial_classifier(settings, num_classes))
 
 
+# The personalization that follows the rounds, by method, and the name of its phase.
+PERSONALIZATION_PHASES = {"fedavg-ft": "finetune", "fedbn": "personal", "ditto": "personal"}
+
+
 def run_federated(run: RunContext, plan: StrategyRun | None = None) -> None:
-    """fedavg / fedprox for R rounds (of `plan`'s strategy when given); fedavg-ft then fine-tunes the final
-    global model on each client.
+    """fedavg / fedprox / fedbn / ditto for R rounds (of `plan`'s strategy when given); then fedavg-ft fine-tunes
+    the final global model on each client, and fedbn and ditto evaluate the personal models they kept.
 
     With `snapshot-rounds`, the results of shorter runs are recorded on the way (warmfed_flwr/run/snapshots.py).
     """
     settings = run.settings
 
-    def finetune(arrays: ArrayRecord, phase: str) -> None:
-        personalize(run, arrays, dsd_mode="none", phase=phase)
+    def personalization(arrays: ArrayRecord, phase: str) -> None:
+        personalize(run, arrays, dsd_mode="none", phase=phase)  # fedbn, ditto: the kept model, no training
 
-    snapshots = SnapshotTaker(run.recorder, settings.snapshot_rounds, finetune if settings.method == "fedavg-ft" else None)
+    personalizes = settings.method in PERSONALIZATION_PHASES
+    snapshots = SnapshotTaker(run.recorder, settings.snapshot_rounds, personalization if personalizes else None)
     plan = plan or StrategyRun(make_aggregation(settings, len(run.clients)))
     arrays = run_rounds(run, plan, initial_arrays(settings, run.num_classes), after_round=snapshots)
-    if settings.method == "fedavg-ft":
-        run.checkpoint.once("finetune", run.recorder, lambda: finetune(arrays, "finetune"))
+    if personalizes:
+        phase = PERSONALIZATION_PHASES[settings.method]
+        run.checkpoint.once(phase, run.recorder, lambda: personalization(arrays, phase))
 
 
 def run_local(run: RunContext) -> None:
