@@ -142,6 +142,9 @@ class DsdSettings:
     epochs: int = setting(15, "DSD epochs", at_least(1))
     lr: float = setting(0.01, "learning rate of the personalization (DSD and fedavg-ft fine-tuning); lower than "
                         "`train.lr` because it starts from a trained model", positive)
+    teacher: str = setting("global", "`global` (the global model) or `global-or-self`: per sample, whichever of the "
+                           "global model and the student's own running average gives the true label the higher "
+                           "probability", one_of("global", "global-or-self"))
 
 
 def snapshot_rounds(value: str) -> tuple[int, ...]:
