@@ -81,3 +81,18 @@ def test_fedbn_and_ditto_run_through_the_rounds_and_report_their_personal_models
     # Ditto sends and receives what FedAvg + fine-tuning does; its personal models are its own
     assert [ditto["averages"][k] for k in NUMBERS] == [fedavg_ft["averages"][k] for k in NUMBERS]
     assert any(c["personal_acc"] != c["global_acc"] for c in ditto["clients"])
+
+
+def test_dsd_on_the_synthetic_share_sends_each_client_its_own_images_and_counts_them(run_in_process, tmp_path):
+    def run(name: str, share: bool) -> dict:
+        config = {"method": "warmfed", "rounds": 0, "dsd.synthetic-share": share, "cache-dir": str(tmp_path / "cache"),
+                  "output-dir": str(tmp_path / name)}
+        return run_in_process(config, num_supernodes=2)
+
+    plain, with_share = run("plain", False), run("share", True)
+    images = 20  # the smoke preset's generate.images-per-client
+    for before, after in zip(plain["clients"], with_share["clients"]):
+        extra = after["bytes_down"] - before["bytes_down"]
+        assert images * 3 * 16 * 16 + images * 8 <= extra <= images * 3 * 16 * 16 + images * 8 + 2_000
+        assert after["bytes_up"] == before["bytes_up"] and after["global_acc"] == before["global_acc"]
+    assert any(a["personal_acc"] != b["personal_acc"] for a, b in zip(plain["clients"], with_share["clients"]))

@@ -13,7 +13,8 @@ from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from warmfed_flwr import data, seeds
 from warmfed_flwr.client_context import client_data, client_schedule, num_partitions, partition_id, run_settings
 from warmfed_flwr.config import NODE_LOCAL, PERSONAL_IN_ROUNDS, Settings
-from warmfed_flwr.data.types import ClientData
+from warmfed_flwr.data import concatenated
+from warmfed_flwr.data.types import ClientData, ImageSplit, pixels_as
 from warmfed_flwr.learning.dsd import train_personalized
 from warmfed_flwr.learning.models import build_classifier
 from warmfed_flwr.learning.personal import (
@@ -25,7 +26,8 @@ from warmfed_flwr.learning.personal import (
 )
 from warmfed_flwr.learning.training import evaluate_accuracy, pick_device, train_supervised
 from warmfed_flwr.logs import Progress
-from warmfed_flwr.run.transport import load_record_into, model_to_record
+from warmfed_flwr.run.federation import SYNTHETIC_SHARE_KEY
+from warmfed_flwr.run.transport import load_record_into, model_to_record, record_to_split
 
 
 def global_model(settings: Settings, num_classes: int, msg: Message, context: Context) -> torch.nn.Module:
@@ -119,11 +121,20 @@ def handle_dsd(msg: Message, context: Context) -> Message:
         config = msg.content.config_records.get("config", ConfigRecord())
         dsd = replace(settings.dsd, mode=str(config["dsd-mode"])) if "dsd-mode" in config else settings.dsd
         schedule = client_schedule(settings, cd.partition_id, dsd.epochs, seeds.DSD)
-        student = train_personalized(teacher, cd.train, dsd, schedule, progress_label=f"partition {cd.partition_id}")
+        train = with_synthetic_share(cd.train, msg)
+        student = train_personalized(teacher, train, dsd, schedule, progress_label=f"partition {cd.partition_id}")
     metrics = MetricRecord(
         {"num-examples": len(cd.train), "global-acc": global_acc, **personalized_metrics(student, cd, settings, context)}
     )
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def with_synthetic_share(train: ImageSplit, msg: Message) -> ImageSplit:
+    """The client's training split and, when the server sent it (dsd.synthetic-share), its share of the synthetic pool."""
+    if SYNTHETIC_SHARE_KEY not in msg.content.array_records:
+        return train
+    share = record_to_split(msg.content.array_records[SYNTHETIC_SHARE_KEY])
+    return concatenated([train, ImageSplit(pixels_as(share.float_images(), train.images.dtype), share.labels)])
 
 
 def handle_personalized(msg: Message, context: Context) -> Message:

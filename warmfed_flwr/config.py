@@ -145,6 +145,9 @@ class DsdSettings:
     teacher: str = setting("global", "`global` (the global model) or `global-or-self`: per sample, whichever of the "
                            "global model and the student's own running average gives the true label the higher "
                            "probability", one_of("global", "global-or-self"))
+    synthetic_share: bool = setting(False, "WarmFed/FGL: the server sends each client its own share of the synthetic "
+                                    "pool (the images generated from its adapter) with the global model, and DSD trains "
+                                    "on it next to the client's data; counted in the bytes down")
 
 
 def snapshot_rounds(value: str) -> tuple[int, ...]:
