@@ -36,6 +36,7 @@ from warmfed_flwr.config import NODE_LOCAL
 from warmfed_flwr.data.node_local import read_node_folder
 from warmfed_flwr.generative import ClassLabels, load_backbone
 from warmfed_flwr.generative.adapter import adapter_config
+from warmfed_flwr.generative.private import dp_budget
 from warmfed_flwr.run.transport import arrays_to_record
 from warmfed_flwr.seeds import client_seed
 
@@ -89,6 +90,9 @@ def handle_lora(msg: Message, context: Context) -> Message:
     }
     if settings.lora.send_label_counts:
         metrics["label-counts"] = cd.train.class_counts(len(cd.class_names))
+    if settings.lora.dp_epsilon > 0:
+        budget = dp_budget(settings.lora, len(cd.train))
+        metrics |= {"dp-epsilon": budget.epsilon, "dp-delta": budget.delta, "dp-noise-multiplier": budget.noise_multiplier}
     content = RecordDict(
         {
             "adapter": arrays_to_record(adapter),

@@ -109,7 +109,18 @@ class LoraSettings:
     lr: float = setting(0.005, "learning rate of the client's LoRA fit", positive)
     batch_size: int = setting(16, "batch size of the client's LoRA fit", between(1, 4096))
     max_bytes: int = setting(50_000_000, "the server rejects a larger adapter", positive)
-    send_label_counts: bool = setting(True, "clients report per-class counts with their adapter")
+    send_label_counts: bool = setting(True, "clients report per-class counts with their adapter (exact counts: "
+                                      "refused together with `lora.dp-epsilon`)")
+    dp_epsilon: float = setting(0.0, "differentially private adapters: the client fits its LoRA layers by DP-SGD "
+                                "(Opacus: per-sample clipping and Gaussian noise, calibrated to this epsilon over "
+                                "the fit's steps); 0 = off. The class embedding is then not adapted", at_least(0.0))
+    dp_delta: float = setting(1e-5, "the delta of the adapters' (epsilon, delta) guarantee", between(1e-12, 0.1))
+    dp_max_grad_norm: float = setting(1.0, "DP-SGD: each image's gradient is clipped to this norm", positive)
+
+    def __post_init__(self) -> None:
+        if self.dp_epsilon > 0 and self.send_label_counts:
+            raise ConfigError("config key 'lora.send-label-counts': exact per-class counts are not covered by the "
+                              "adapters' differential privacy ('lora.dp-epsilon' > 0); set it to false")
 
 
 @dataclass(frozen=True)
