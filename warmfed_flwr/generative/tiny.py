@@ -207,7 +207,7 @@ class TinyBackbone:
         """
         labels = targets.labels
         self._check_labels(labels, targets.class_names)
-        model = self.unet if adapter is None else self._copy_with_merged_adapter(adapter)
+        model = self.unet if adapter is None else self.with_adapter(adapter)
         sampler = DDIMScheduler.from_config(self.scheduler.config)
         sampler.set_timesteps(settings.steps)
         generator = torch.Generator().manual_seed(seed)
@@ -243,7 +243,7 @@ class TinyBackbone:
         model = copy.deepcopy(self.unet)
         return inject_adapter_in_model(lora_config(model, lora), model)
 
-    def _copy_with_merged_adapter(self, adapter: Mapping[str, np.ndarray]) -> UNet2DModel:
+    def with_adapter(self, adapter: Mapping[str, np.ndarray]) -> UNet2DModel:
         """A copy of the base with `adapter` loaded and merged into its weights, for fast sampling."""
         model = copy.deepcopy(self.unet)
         model = inject_adapter_in_model(adapter_lora_config(adapter), model)
