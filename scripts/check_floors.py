@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/check_floors.py
 
-Installs `diffusers`, `accelerate`, `transformers`, `tokenizers`, `peft` and `datasets` at exactly
+Installs `diffusers`, `accelerate`, `transformers`, `tokenizers`, `peft`, `datasets` and `opacus` at exactly
 their declared minimum versions (without dependencies) into a temporary folder placed before the
 virtualenv on PYTHONPATH, and runs the tests that exercise them. These are the floors that name a
 feature the code needs; torch and torchvision are pinned to this machine's wheels, flwr to one
@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHECKED = ("diffusers", "accelerate", "transformers", "tokenizers", "peft", "datasets")
+CHECKED = ("diffusers", "accelerate", "transformers", "tokenizers", "peft", "datasets", "opacus")
 TESTS = (
     "tests/test_generative_sd.py",
     "tests/test_generative_tiny.py",
@@ -30,6 +30,7 @@ TESTS = (
     "tests/test_data_imagefolder.py",
     "tests/test_partition.py",
     "tests/test_presets.py",
+    "tests/test_privacy.py",
 )
 
 

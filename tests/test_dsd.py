@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from warmfed_flwr.config import DsdSettings
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.learning.dsd import distillation_weight, dsd_loss, train_personalized
+from warmfed_flwr.learning.dsd import choose_teacher, distillation_weight, dsd_loss, train_personalized
 from warmfed_flwr.learning.models import build_classifier
 from warmfed_flwr.learning.training import Schedule
 
@@ -71,7 +71,25 @@ def test_train_personalized_leaves_teacher_untouched_and_changes_student():
     split = ImageSplit(torch.rand(32, 3, 16, 16), torch.arange(32) % 4)
     teacher = build_classifier("cnn", 4, 16, seed=0)
     before = [p.detach().clone() for p in teacher.parameters()]
-    dsd = DsdSettings("confidence", 1.0, 2.0, 2, 0.05)
+    dsd = DsdSettings("confidence", 1.0, 2.0, 2, 0.05, "global")
     student = train_personalized(teacher, split, dsd, Schedule(dsd.epochs, dsd.lr, 8, 0, torch.device("cpu")))
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
+
+
+def test_the_teacher_of_each_sample_is_whichever_gives_its_label_the_higher_probability():
+    labels = torch.tensor([0, 1])
+    global_logits = torch.tensor([[5.0, 0.0], [5.0, 0.0]])  # right on the first sample, wrong on the second
+    self_logits = torch.tensor([[0.0, 5.0], [0.0, 5.0]])  # wrong on the first, right on the second
+    chosen = choose_teacher(global_logits, self_logits, labels)
+    assert torch.equal(chosen, torch.tensor([[5.0, 0.0], [0.0, 5.0]]))
+
+
+def test_global_or_self_distils_from_the_running_average_where_it_knows_better():
+    torch.manual_seed(0)
+    split = ImageSplit(torch.rand(32, 3, 16, 16), torch.arange(32) % 4)
+    teacher = build_classifier("cnn", 4, 16, seed=0)
+    schedule = Schedule(3, 0.05, 8, 0, torch.device("cpu"))
+    by_global = train_personalized(teacher, split, DsdSettings("constant", 1.0, 2.0, 3, 0.05, "global"), schedule)
+    by_either = train_personalized(teacher, split, DsdSettings("constant", 1.0, 2.0, 3, 0.05, "global-or-self"), schedule)
+    assert any(not torch.equal(a, b) for a, b in zip(by_global.parameters(), by_either.parameters()))

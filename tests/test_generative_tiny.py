@@ -144,7 +144,7 @@ def test_reloaded_adapter_reproduces_the_fitted_model_with_alpha_scaling(backbon
     for name, parameter in fitted.named_parameters():
         if ".lora_B." in name or "lora_embedding_B" in name:
             parameter.data.normal_(0.0, 0.1)
-    reloaded = backbone._copy_with_merged_adapter(fold_lora_scaling(get_peft_model_state_dict(fitted), 12 / 4))
+    reloaded = backbone.with_adapter(fold_lora_scaling(get_peft_model_state_dict(fitted), 12 / 4))
     sample, timestep, labels = torch.randn(4, 3, 8, 8), torch.tensor([10, 200, 500, 900]), torch.tensor([0, 1, 2, 3])
     with torch.no_grad():
         torch.testing.assert_close(reloaded(sample, timestep, labels).sample, fitted(sample, timestep, labels).sample)
@@ -235,7 +235,7 @@ def test_exported_adapter_loads_with_peft_as_the_readme_shows(backbone, settings
     sample, timestep, labels = torch.randn(2, 3, 8, 8), torch.tensor([500, 20]), torch.tensor([0, 2])
     with torch.no_grad():
         theirs = unet(sample, timestep, class_labels=labels).sample
-        ours = backbone._copy_with_merged_adapter(adapter)(sample, timestep, class_labels=labels).sample
+        ours = backbone.with_adapter(adapter)(sample, timestep, class_labels=labels).sample
         base = backbone.unet(sample, timestep, class_labels=labels).sample
     torch.testing.assert_close(theirs, ours, atol=1e-5, rtol=1e-4)
     assert (theirs - base).abs().max() > 1e-4

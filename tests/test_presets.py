@@ -12,6 +12,7 @@ import dataclasses
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import pytest
 import torch
 from peft import get_peft_model_state_dict, inject_adapter_in_model
@@ -195,7 +196,9 @@ def test_stable_diffusion_15_adapter_fits_the_byte_limit(preset: RealPreset) -> 
     assert 0 < adapter_bytes <= lora.max_bytes
 
 
-@pytest.mark.parametrize(("file", "clients_per_domain"), [("digits-60.toml", 15), ("digits-scarce.toml", 5)])
+@pytest.mark.parametrize(
+    ("file", "clients_per_domain"), [("digits-60.toml", 15), ("digits-scarce.toml", 5), ("digits-labelskew.toml", 3)]
+)
 def test_digits_preset_clients_all_load(file: str, clients_per_domain: int) -> None:
     settings = preset_settings(file)
     assert settings.data.name == "digits-domains" and settings.lora.backbone == "tiny"
@@ -217,3 +220,14 @@ def test_digits_scarce_clients_hold_a_handful_of_images_per_class() -> None:
     for pid in range(num_clients(settings.data)):
         counts = load_client_data(settings.data, pid).train.class_counts(10)
         assert sum(counts) <= 60 and max(counts) <= 12
+
+
+def test_digits_labelskew_clients_hold_a_few_classes_and_their_test_split_follows() -> None:
+    settings = preset_settings("digits-labelskew.toml")
+    assert settings.data.partitioning == "dirichlet" and settings.evaluate_others > 0
+    for pid in range(num_clients(settings.data)):
+        client = load_client_data(settings.data, pid)
+        counts = np.array(client.train.class_counts(10))
+        assert np.sort(counts)[-3:].sum() >= 0.6 * counts.sum()  # three classes hold most of the images
+        test_counts = np.array(client.test.class_counts(10))
+        assert set(np.flatnonzero(test_counts)) <= set(np.flatnonzero(counts))

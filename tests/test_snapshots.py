@@ -5,7 +5,7 @@ from __future__ import annotations
 from expect import assert_accuracies
 from warmfed_flwr.benchmark.rows import cells_of_run
 
-NUMBERS = ("global_acc", "personal_acc", "bytes_up", "bytes_down")
+NUMBERS = ("global_acc", "personal_acc", "personal_acc_others", "bytes_up", "bytes_down")
 
 
 def numbers(clients: list[dict]) -> dict[int, tuple]:

@@ -31,16 +31,19 @@ from warmfed_flwr.setting_checks import (
     weights_file,
 )
 
-METHODS = ("warmfed", "fgl", "fedavg", "fedprox", "fedavg-ft", "local", "centralized")
+METHODS = ("warmfed", "fgl", "fedavg", "fedprox", "fedavg-ft", "fedbn", "ditto", "local", "centralized")
+# Personalized methods whose personal model is trained during the rounds and kept in the node's state.
+PERSONAL_IN_ROUNDS = ("fedbn", "ditto")
+BATCH_NORM_MODELS = ("cnn-bn", "resnet18")
 DATASETS = ("digits-domains", "imagefolder", "office-caltech10", "domainnet", "camelyon17", "huggingface", "node-local")
 NODE_LOCAL = "node-local"  # data.name of deployments where each SuperNode holds its own folder
 TRACKERS = ("none", "tensorboard", "mlflow")
 # Where a run writes and what it keeps or records on the way, not the run's own numbers: free to differ
 # between a run and the run it resumes.
 RESUME_FREE_KEYS = ("output-dir", "cache-dir", "resume", "keep-adapters", "snapshot-rounds", "retries", "retry-wait",
-                    "tracking")
+                    "tracking", "evaluate-others")
 # The methods that can record snapshots, and their earliest snapshot round (0: after the warm start).
-SNAPSHOT_FIRST_ROUND = {"warmfed": 0, "fgl": 0, "fedavg": 1, "fedprox": 1, "fedavg-ft": 1}
+SNAPSHOT_FIRST_ROUND = {"warmfed": 0, "fgl": 0, "fedavg": 1, "fedprox": 1, "fedavg-ft": 1, "fedbn": 1, "ditto": 1}
 
 
 @dataclass(frozen=True)
@@ -68,7 +71,8 @@ class DataSettings:
 class ModelSettings:
     """The classifier every method trains."""
 
-    name: str = setting("cnn", "`cnn` (small CNN) or `resnet18`", one_of("cnn", "resnet18"))
+    name: str = setting("cnn", "`cnn` (small CNN with GroupNorm), `cnn-bn` (the same with BatchNorm, for "
+                        "`fedbn`) or `resnet18`", one_of("cnn", "cnn-bn", "resnet18"))
     pretrained: str = setting(
         "none", "ResNet-18 initialisation, never downloaded: `none` (seeded random), `auto` (ImageNet weights if "
         "torchvision's `resnet18-f37072fd.pth` is in torch's hub cache, random otherwise) or a `.safetensors` / "
@@ -86,6 +90,7 @@ class TrainSettings:
     augment_shift: int = setting(1, "every classifier training (clients, server pool, baselines, DSD) moves each image "
                                  "by up to this many pixels (edges repeated); 0 turns augmentation off", between(0, 8))
     proximal_mu: float = setting(0.01, "FedProx mu", at_least(0.0))
+    ditto_lambda: float = setting(0.1, "Ditto: pull of each personal model towards the global model", at_least(0.0))
     aggregation: str = setting("fedavg", "rounds' aggregation: `fedavg`, `fedprox`, `fedadam`",
                                one_of("fedavg", "fedprox", "fedadam"))
     server_lr: float = setting(0.01, "FedAdam server learning rate", positive)
@@ -104,7 +109,18 @@ class LoraSettings:
     lr: float = setting(0.005, "learning rate of the client's LoRA fit", positive)
     batch_size: int = setting(16, "batch size of the client's LoRA fit", between(1, 4096))
     max_bytes: int = setting(50_000_000, "the server rejects a larger adapter", positive)
-    send_label_counts: bool = setting(True, "clients report per-class counts with their adapter")
+    send_label_counts: bool = setting(True, "clients report per-class counts with their adapter (exact counts: "
+                                      "refused together with `lora.dp-epsilon`)")
+    dp_epsilon: float = setting(0.0, "differentially private adapters: the client fits its LoRA layers by DP-SGD "
+                                "(Opacus: per-sample clipping and Gaussian noise, calibrated to this epsilon over "
+                                "the fit's steps); 0 = off. The class embedding is then not adapted", at_least(0.0))
+    dp_delta: float = setting(1e-5, "the delta of the adapters' (epsilon, delta) guarantee", between(1e-12, 0.1))
+    dp_max_grad_norm: float = setting(1.0, "DP-SGD: each image's gradient is clipped to this norm", positive)
+
+    def __post_init__(self) -> None:
+        if self.dp_epsilon > 0 and self.send_label_counts:
+            raise ConfigError("config key 'lora.send-label-counts': exact per-class counts are not covered by the "
+                              "adapters' differential privacy ('lora.dp-epsilon' > 0); set it to false")
 
 
 @dataclass(frozen=True)
@@ -137,6 +153,12 @@ class DsdSettings:
     epochs: int = setting(15, "DSD epochs", at_least(1))
     lr: float = setting(0.01, "learning rate of the personalization (DSD and fedavg-ft fine-tuning); lower than "
                         "`train.lr` because it starts from a trained model", positive)
+    teacher: str = setting("global", "`global` (the global model) or `global-or-self`: per sample, whichever of the "
+                           "global model and the student's own running average gives the true label the higher "
+                           "probability", one_of("global", "global-or-self"))
+    synthetic_share: bool = setting(False, "WarmFed/FGL: the server sends each client its own share of the synthetic "
+                                    "pool (the images generated from its adapter) with the global model, and DSD trains "
+                                    "on it next to the client's data; counted in the bytes down")
 
 
 def snapshot_rounds(value: str) -> tuple[int, ...]:
@@ -151,7 +173,8 @@ def snapshot_rounds(value: str) -> tuple[int, ...]:
 class Settings:
     """All settings of one run."""
 
-    method: str = setting("warmfed", "`warmfed`, `fgl`, `fedavg`, `fedprox`, `fedavg-ft`, `local`, `centralized`",
+    method: str = setting("warmfed", "`warmfed`, `fgl`, `fedavg`, `fedprox`, `fedavg-ft`, `fedbn`, `ditto`, `local`, "
+                          "`centralized`",
                           one_of(*METHODS))
     rounds: int = setting(0, "federated rounds (WarmFed/FGL: after the warm start; 0 = one-shot)", between(0, 10_000))
     seed: int = setting(0, "seeds data splits, initialisation, LoRA fits and generation", at_least(0))
@@ -183,6 +206,10 @@ class Settings:
         "final numbers and figures under the run directory (`tensorboard --logdir <run>/tensorboard`, or `mlflow ui "
         "--backend-store-uri sqlite:///<run>/mlflow/mlflow.db`); local files only, no account. Needs `pip install -e "
         "'.[tracking]'`", one_of(*TRACKERS))
+    evaluate_others: int = setting(
+        3, "resilience: each personalized model is also evaluated on the test splits of up to this many other "
+        "clients (the next ones in partition order), reported as `personal_acc_others`; evaluation traffic, not "
+        "counted in the bytes; 0 = off", between(0, 10_000))
     data: DataSettings = None  # type: ignore[assignment]  # sections: filled by from_run_config
     model: ModelSettings = None  # type: ignore[assignment]
     train: TrainSettings = None  # type: ignore[assignment]
@@ -192,6 +219,9 @@ class Settings:
     dsd: DsdSettings = None  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
+        if self.method == "fedbn" and self.model is not None and self.model.name not in BATCH_NORM_MODELS:
+            raise ConfigError(f"config key 'method': fedbn keeps the batch-norm layers local, but 'model.name' = "
+                              f"{self.model.name!r} has none; use {' or '.join(BATCH_NORM_MODELS)}")
         if self.snapshot_rounds:
             if self.method not in SNAPSHOT_FIRST_ROUND:
                 raise ConfigError(f"config key 'snapshot-rounds': method {self.method!r} has no rounds to take snapshots of")

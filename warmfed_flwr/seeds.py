@@ -9,6 +9,7 @@ LOCAL_TRAINING = 2
 DSD = 3
 GENERATION = 7  # the server's generation of the client's synthetic share
 ROUND = 100
+PERSONAL_ROUND = 50_000  # Ditto's personal model in round r uses PERSONAL_ROUND + r
 
 
 def client_seed(run_seed: int, partition_id: int, purpose: int) -> int:

@@ -30,6 +30,7 @@ from warmfed_flwr.run.federation import (
 from warmfed_flwr.run.grid import MeteredGrid
 from warmfed_flwr.run.plots import save_accuracy_plot
 from warmfed_flwr.run.results import RunRecorder, write_json_atomic
+from warmfed_flwr.run.summary import summary_markdown
 from warmfed_flwr.run.tracking import open_tracker
 from warmfed_flwr.runtime import ray_workers
 
@@ -128,7 +129,7 @@ def run_experiment(
         run = RunContext(metered, recorder, checkpoint, settings, clients, class_names)
         if settings.method in ("warmfed", "fgl"):
             WarmFedStrategy(run, plan, use_adapters=settings.method == "warmfed").run()
-        elif settings.method in ("fedavg", "fedprox", "fedavg-ft"):
+        elif settings.method in ("fedavg", "fedprox", "fedavg-ft", "fedbn", "ditto"):
             run_federated(run, plan)
         elif settings.method == "local":
             run_local(run)
@@ -147,7 +148,7 @@ def run_experiment(
     if recorder.tracker is not None:
         figures = [path for path in (out_dir / "samples.png", out_dir / "accuracy.png") if path.exists()]
         recorder.tracker.finish(recorder.to_dict(), figures)
-    summary = recorder.summary_markdown()
+    summary = summary_markdown(recorder)
     print(summary, flush=True)
     return recorder.to_dict()
 

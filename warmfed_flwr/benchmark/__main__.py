@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from warmfed_flwr.benchmark.matrix import default_matrix, select
+from warmfed_flwr.benchmark.matrix import MATRICES, select
 from warmfed_flwr.benchmark.report import write_report
 from warmfed_flwr.benchmark.rows import append_rows, cells_of_run, is_done, read_rows, rows_from_results
 from warmfed_flwr.launch import requested_config, run_app, toml_value
@@ -36,6 +36,8 @@ def main() -> None:
     parser.add_argument("--csv", required=True, type=Path, help="the results CSV (created or continued)")
     parser.add_argument("--name", help="dataset label in the CSV (default: the CSV's file stem)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--matrix", choices=sorted(MATRICES), default="comparison",
+                        help="the comparison of methods (default) or of personalized methods")
     parser.add_argument("--methods", nargs="+", help="method labels to run (default: the whole matrix)")
     parser.add_argument("--runs-dir", type=Path, help="where run directories go (default: <csv stem>-runs/ beside the CSV)")
     parser.add_argument("--app-dir", type=Path, default=Path("."), help="the project folder (default: .)")
@@ -43,7 +45,7 @@ def main() -> None:
 
     dataset = args.name or args.csv.stem
     runs_dir = (args.runs_dir or args.csv.with_name(f"{args.csv.stem}-runs")).resolve()
-    runs = [(entry, seed) for entry in select(default_matrix(), args.methods) for seed in args.seeds]
+    runs = [(entry, seed) for entry in select(MATRICES[args.matrix](), args.methods) for seed in args.seeds]
     existing = read_rows(args.csv)
 
     def cell_done(label: str, rounds: int, seed: int) -> bool:

@@ -53,6 +53,30 @@ def default_matrix() -> list[Entry]:
     ]
 
 
+def personalization_matrix() -> list[Entry]:
+    """The personalized methods side by side: own, others' and label-balanced accuracy (BENCHMARKS.md,
+    personalization).
+
+    The federated peers run 20 rounds, their 5-round cells as snapshots; FedBN on the small CNN with
+    BatchNorm (`cnn-bn`), which it needs; WarmFed one-shot with plain fine-tuning and each DSD variant.
+    """
+    rounds, snapshots = 20, (5,)
+    return [
+        Entry("local", "local", 0),
+        Entry("fedavg-ft", "fedavg-ft", rounds, snapshots=snapshots),
+        Entry("fedbn", "fedbn", rounds, {"model.name": "cnn-bn"}, snapshots=snapshots),
+        Entry("ditto", "ditto", rounds, snapshots=snapshots),
+        Entry("warmfed-ft", "warmfed", 0, {"dsd.mode": "none"}),
+        Entry("warmfed-dsd", "warmfed", 0),
+        Entry("warmfed-dsd-constant", "warmfed", 0, {"dsd.mode": "constant"}),
+        Entry("warmfed-dsd-self", "warmfed", 0, {"dsd.teacher": "global-or-self"}),
+        Entry("warmfed-dsd-synthetic", "warmfed", 0, {"dsd.synthetic-share": True}),
+    ]
+
+
+MATRICES = {"comparison": default_matrix, "personalization": personalization_matrix}
+
+
 def select(entries: list[Entry], labels: list[str] | None) -> list[Entry]:
     """The entries whose label is in `labels` (all when None); an unknown label is an error naming it."""
     if not labels:

@@ -35,7 +35,8 @@ def table(cells: dict[Cell, dict[str, list[float]]]) -> str:
     """The markdown table: accuracies, bytes and time per (method, rounds)."""
     domains = sorted({m.split(":", 1)[1] for c in cells.values() for m in c if m.startswith("global_acc:")})
     header = ["method", "rounds", "seeds", "global acc", *[f"global {d}" for d in domains],
-              "personal acc", "personal worst client", "MB up", "MB down", "seconds"]
+              "personal acc", "personal worst client", "personal on others", "personal balanced",
+              "personal worse than global", "MB up", "MB down", "seconds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (method, rounds), metrics in sorted(cells.items()):
         seeds = len(metrics.get("seconds", []))
@@ -44,6 +45,9 @@ def table(cells: dict[Cell, dict[str, list[float]]]) -> str:
         row += [
             mean_std(metrics.get("personal_acc", [])),
             mean_std(metrics.get("personal_acc_min", [])),
+            mean_std(metrics.get("personal_acc_others", [])),
+            mean_std(metrics.get("personal_acc_balanced", [])),
+            mean_std(metrics.get("personal_worse_than_global", [])),
             f"{statistics.fmean(metrics['bytes_up']) / 1e6:.2f}" if metrics.get("bytes_up") else "-",
             f"{statistics.fmean(metrics['bytes_down']) / 1e6:.2f}" if metrics.get("bytes_down") else "-",
             f"{statistics.fmean(metrics['seconds']):.0f}" if metrics.get("seconds") else "-",

@@ -53,6 +53,9 @@ def rows_from_results(dataset: str, label: str, results: dict[str, Any], seconds
         "global_acc": averages["global_acc"],
         "personal_acc": averages["personal_acc"],
         "personal_acc_min": averages["personal_acc_min"],
+        "personal_acc_others": averages.get("personal_acc_others"),  # runs from before resilience: none
+        "personal_acc_balanced": averages.get("personal_acc_balanced"),
+        "personal_worse_than_global": averages.get("personal_worse_than_global"),
         "bytes_up": averages["bytes_up"],
         "bytes_down": averages["bytes_down"],
     }

@@ -31,6 +31,7 @@ __all__ = [
     "DomainData",
     "DomainSet",
     "ImageSplit",
+    "balanced_domain_test",
     "domain_names",
     "load_client_data",
     "load_domain_set",
@@ -161,3 +162,25 @@ def load_client_data(settings: DataSettings, partition_id: int, num_partitions: 
             "or data.dirichlet-alpha"
         )
     return client
+
+
+def balanced_domain_test(settings: DataSettings, partition_id: int, num_partitions: int | None = None) -> ImageSplit:
+    """A label-balanced test split of client `partition_id`'s domain(s): the same number of test images of each class.
+
+    Drawn (seeded) from the whole domain's test split, the other clients' shares included, as many per
+    class as the rarest class has; for judging a personalized model beyond its own, possibly
+    label-skewed, test split.
+    """
+    slot = client_slot(settings, partition_id, num_partitions)
+    domain_set = load_domain_set(settings)
+    rng = np.random.default_rng(derived_seed(settings.seed, partition_id, len(domain_set.domains)))
+    splits = []
+    for index in slot.domains:
+        domain = domain_set.domains[index]
+        labels = domain.test.labels.numpy()
+        per_class = min(int((labels == label).sum()) for label in np.unique(labels))
+        positions = np.sort(np.concatenate(
+            [rng.choice(np.flatnonzero(labels == label), per_class, replace=False) for label in np.unique(labels)]
+        ))
+        splits.append(decoded(domain.test.subset(positions), settings.image_size, f"domain '{domain.name}', test split"))
+    return concatenated(splits)

@@ -3,7 +3,8 @@ helpers every backbone shares (export with the scale folded in, rank and layers 
 
 - "attention": the attention projections `to_q`, `to_k`, `to_v`, `to_out.0` (the paper's choice).
 - "all": every Linear, Conv2d and Embedding layer, so the class-embedding table and the
-  convolutions that carry a domain's colours and textures can adapt too.
+  convolutions that carry a domain's colours and textures can adapt too (a differentially private
+  fit leaves the embedding out: `private.py`).
 """
 
 from __future__ import annotations
@@ -26,18 +27,24 @@ LORA_B_KEY = re.compile(r"\.lora_(B|embedding_B)\b")
 LORA_PARAMETER_KEY = re.compile(r"\.lora_(?:A|B|embedding_A|embedding_B)\b")
 
 
-def lora_target_modules(model: nn.Module, targets: str) -> list[str]:
-    """Module names (as peft `target_modules`) of the layers `targets` selects in `model`."""
+def lora_target_modules(model: nn.Module, targets: str, private: bool = False) -> list[str]:
+    """Module names (as peft `target_modules`) of the layers `targets` selects in `model`.
+
+    `private` (a DP-SGD fit) leaves embedding tables out: Opacus has no per-sample gradients for
+    peft's LoRA on them.
+    """
     if targets == "attention":
         return list(ATTENTION_PROJECTIONS)
     if targets == "all":
-        return [name for name, module in model.named_modules() if isinstance(module, ALL_LAYER_TYPES)]
+        types = tuple(t for t in ALL_LAYER_TYPES if not (private and t is nn.Embedding))
+        return [name for name, module in model.named_modules() if isinstance(module, types)]
     raise ValueError(f"config key 'lora.targets': unknown value {targets!r} (expected 'all' or 'attention')")
 
 
 def lora_config(model: nn.Module, lora: LoraSettings) -> LoraConfig:
     """The peft LoraConfig for `lora` on `model`: rank, alpha and the selected target layers."""
-    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules=lora_target_modules(model, lora.targets))
+    targets = lora_target_modules(model, lora.targets, private=lora.dp_epsilon > 0)
+    return LoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules=targets)
 
 
 def fold_lora_scaling(state: Mapping[str, torch.Tensor], scale: float) -> Adapter:

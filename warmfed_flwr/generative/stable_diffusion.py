@@ -6,9 +6,8 @@ fp32 and trained with AdamW on the noise-prediction loss; accelerate places the 
 fp16 mixed precision on CUDA. Classes are conditioned through prompts made from
 `generate.prompt-template`; 10% of training prompts are dropped to "" so that classifier-free
 guidance works at generation time. LoRA targets come from `lora_targets.lora_config`: the attention
-projections for "attention", every Linear and Conv2d of the UNet for "all".
-
-Adapters are the UNet's peft LoRA tensors (names as `get_peft_model_state_dict` gives them) as
+projections for "attention", every Linear and Conv2d of the UNet for "all"; `lora.dp-epsilon` makes
+the fit differentially private (`private.py`). Adapters are the UNet's peft LoRA tensors (names as `get_peft_model_state_dict` gives them) as
 float32 arrays, with the `alpha / rank` scale folded into the B matrices as the tiny backbone
 does: they load with alpha = rank, which is also what diffusers' `load_lora_weights` assumes for
 a file written by `sd_utils.save_adapter_for_diffusers`. Every fit and every generation adds LoRA
@@ -33,6 +32,7 @@ from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_mo
 from warmfed_flwr.config import DEFAULTS, GenerateSettings, LoraSettings
 from warmfed_flwr.generative.base import Adapter, ClassLabels
 from warmfed_flwr.generative.lora_targets import adapter_lora_config, fold_lora_scaling, lora_config
+from warmfed_flwr.generative.private import fit_steps, quiet_per_sample_hooks
 from warmfed_flwr.generative.sd_utils import batch_indices, check_labels, class_prompt, initial_latents, to_model_space
 from warmfed_flwr.logs import Progress, logger
 
@@ -114,11 +114,9 @@ class StableDiffusionBackbone:
         """Fit UNet LoRA layers on `images` (N x 3 x H x W in [0, 1]) prompted with their class.
 
         `prompt_template` must be the `generate.prompt-template` the server will generate with.
-
         `lora.steps` AdamW steps of `lora.batch_size` images resized to the pipeline's resolution;
         bit-reproducible for a given seed on the CPU (CUDA's fp16 kernels vary in the last bits).
-        The base weights stay untouched; returns float32 arrays with the alpha / rank scale folded
-        into the B matrices.
+        The base weights stay untouched; returns float32 arrays, alpha / rank folded into the B matrices.
         """
         check_labels(targets.labels, targets.class_names)
         unet = self.pipeline.unet
@@ -178,12 +176,7 @@ class StableDiffusionBackbone:
             torch.cuda.empty_cache()
 
     def _train_lora(
-        self,
-        images: torch.Tensor,
-        targets: ClassLabels,
-        lora: LoraSettings,
-        seed: int,
-        prompt_template: str,
+        self, images: torch.Tensor, targets: ClassLabels, lora: LoraSettings, seed: int, prompt_template: str,
         progress: Progress,
     ) -> None:
         """The AdamW loop over the UNet's trainable (LoRA) parameters, through accelerate."""
@@ -195,19 +188,22 @@ class StableDiffusionBackbone:
         pixels = to_model_space(images, self.resolution)
         unet = pipeline.unet.train()
         optimizer = torch.optim.AdamW([p for p in unet.parameters() if p.requires_grad], lr=lora.lr)
-        unet, optimizer = self.accelerator.prepare(unet, optimizer)
-        try:
-            for step, batch in enumerate(batch_indices(len(pixels), lora.batch_size, lora.steps, generator)):
-                dropped = torch.rand(len(batch), generator=generator) < self.prompt_dropout
-                prompt_rows = torch.where(dropped, len(class_names), labels[batch])
-                loss = self._denoising_loss(unet, pixels[batch], prompt_embeddings[prompt_rows.to(device)], generator)
-                self.accelerator.backward(loss)
-                optimizer.step()
-                progress.update(step + 1, loss=loss.detach())
-                optimizer.zero_grad(set_to_none=True)
-        finally:
-            self.accelerator.unwrap_model(unet, keep_fp32_wrapper=False)
-            self.accelerator.free_memory()
+        plain = batch_indices(len(pixels), lora.batch_size, lora.steps, generator)
+        with fit_steps(unet, optimizer, lora, len(pixels), plain, generator) as (unet, optimizer, batches):
+            unet, optimizer = self.accelerator.prepare(unet, optimizer)
+            try:
+                for step, batch in enumerate(b for b in batches if len(b)):  # DP: Poisson batches may be empty
+                    dropped = torch.rand(len(batch), generator=generator) < self.prompt_dropout
+                    prompt_rows = torch.where(dropped, len(class_names), labels[batch])
+                    loss = self._denoising_loss(unet, pixels[batch], prompt_embeddings[prompt_rows.to(device)], generator)
+                    with quiet_per_sample_hooks():
+                        self.accelerator.backward(loss)
+                    optimizer.step()
+                    progress.update(step + 1, loss=loss.detach())
+                    optimizer.zero_grad(set_to_none=True)
+            finally:
+                self.accelerator.unwrap_model(unet, keep_fp32_wrapper=False)
+                self.accelerator.free_memory()
 
     def _denoising_loss(
         self, unet: torch.nn.Module, pixels: torch.Tensor, prompt_embeddings: torch.Tensor, generator: torch.Generator

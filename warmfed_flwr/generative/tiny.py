@@ -32,6 +32,7 @@ from warmfed_flwr.config import GenerateSettings, LoraSettings
 from warmfed_flwr.generative.assets import shipped_tiny_base_dir
 from warmfed_flwr.generative.base import Adapter, ClassLabels
 from warmfed_flwr.generative.lora_targets import adapter_lora_config, fold_lora_scaling, lora_config
+from warmfed_flwr.generative.private import fit_steps, quiet_per_sample_hooks
 from warmfed_flwr.logs import Progress
 
 TINY_ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-unet"
@@ -114,23 +115,28 @@ def train_denoiser(
     Labels are dropped to the model's null class (its last class embedding) as in `denoising_loss`.
 
     `lora.steps` AdamW steps of `lora.batch_size` random images, the learning rate warmed up over
-    the first tenth of the steps, then cosine-decayed from `lora.lr`. Draws from torch's global
-    generator; callers seed it (or fork it) for determinism.
+    the first tenth of the steps, then cosine-decayed from `lora.lr`; with `lora.dp-epsilon` > 0
+    by DP-SGD (`private.py`: Poisson-sampled batches, clipped and noised per-image gradients). Draws
+    from torch's global generator; callers seed it (or fork it) for determinism.
     """
     null_label = null_class(model)
     model.train()
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=lora.lr)
     learning_rate = get_cosine_schedule_with_warmup(optimizer, lora.steps // LORA_WARMUP_DIVISOR, lora.steps)
-    for step in range(lora.steps):
-        batch = torch.randint(0, clean.shape[0], (lora.batch_size,))
-        loss = denoising_loss(model, scheduler, clean[batch], labels[batch], null_label)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        learning_rate.step()
-        if progress is not None:
-            progress.update(step + 1, loss=loss.detach())
+    count = clean.shape[0]
+    random_batches = (torch.randint(0, count, (lora.batch_size,)) for _ in range(lora.steps))
+    with fit_steps(model, optimizer, lora, count, random_batches) as (step_model, step_optimizer, batches):
+        for step, batch in enumerate(batches):
+            if len(batch):  # a Poisson batch may be empty: the step still counts in the privacy budget
+                loss = denoising_loss(step_model, scheduler, clean[batch], labels[batch], null_label)
+                step_optimizer.zero_grad(set_to_none=True)
+                with quiet_per_sample_hooks():
+                    loss.backward()
+                step_optimizer.step()
+                if progress is not None:
+                    progress.update(step + 1, loss=loss.detach())
+            learning_rate.step()
 
 
 def null_class(unet: UNet2DModel) -> int:
@@ -201,7 +207,7 @@ class TinyBackbone:
         """
         labels = targets.labels
         self._check_labels(labels, targets.class_names)
-        model = self.unet if adapter is None else self._copy_with_merged_adapter(adapter)
+        model = self.unet if adapter is None else self.with_adapter(adapter)
         sampler = DDIMScheduler.from_config(self.scheduler.config)
         sampler.set_timesteps(settings.steps)
         generator = torch.Generator().manual_seed(seed)
@@ -237,7 +243,7 @@ class TinyBackbone:
         model = copy.deepcopy(self.unet)
         return inject_adapter_in_model(lora_config(model, lora), model)
 
-    def _copy_with_merged_adapter(self, adapter: Mapping[str, np.ndarray]) -> UNet2DModel:
+    def with_adapter(self, adapter: Mapping[str, np.ndarray]) -> UNet2DModel:
         """A copy of the base with `adapter` loaded and merged into its weights, for fast sampling."""
         model = copy.deepcopy(self.unet)
         model = inject_adapter_in_model(adapter_lora_config(adapter), model)

@@ -7,6 +7,9 @@ with g the frozen global model (teacher), s the student (initialised from g), T 
 w(x) = p_g(y|x) the teacher's probability of the true label (mode "confidence"; 1 in mode
 "constant") and lambda(t) = lambda_0 * (1 + cos(pi * t / E)) / 2 over epochs t = 0..E-1 (mode
 "confidence"; constant lambda_0 in mode "constant"; 0 in mode "none", i.e. plain fine-tuning).
+With `dsd.teacher = "global-or-self"` the teacher is chosen per sample between g and the student's
+own running average (an exponential moving average of its weights, the "self" of
+self-distillation): whichever gives the true label the higher probability.
 The paper's full text is not available: this weighting and schedule are warmfed-flwr's own reading
 of its DSD, chosen because distilling only where the global model is right for this client keeps
 what the warm start knows without pulling the student towards the global model's mistakes (README,
@@ -22,11 +25,22 @@ from dataclasses import replace
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from warmfed_flwr.config import DsdSettings
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.learning.training import Schedule, run_epochs
 from warmfed_flwr.logs import Progress
+
+
+SELF_TEACHER_DECAY = 0.99  # per optimizer step: the running average spans about the last 100 batches
+
+
+def choose_teacher(global_logits: torch.Tensor, self_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per sample, the logits of whichever teacher gives the true label the higher probability."""
+    p_global = F.softmax(global_logits, dim=1).gather(1, labels[:, None])
+    p_self = F.softmax(self_logits, dim=1).gather(1, labels[:, None])
+    return torch.where(p_self > p_global, self_logits, global_logits)
 
 
 def distillation_weight(lambda0: float, epoch: int, epochs: int, mode: str) -> float:
@@ -80,6 +94,9 @@ def train_personalized(
     for p in student.parameters():
         p.requires_grad_(True)
     state = {"weight": 0.0}
+    running_average = None
+    if dsd.teacher == "global-or-self":
+        running_average = AveragedModel(student, multi_avg_fn=get_ema_multi_avg_fn(SELF_TEACHER_DECAY), use_buffers=True)
 
     def set_weight(epoch: int) -> None:
         state["weight"] = distillation_weight(dsd.lambda_, epoch, dsd.epochs, dsd.mode)
@@ -90,6 +107,9 @@ def train_personalized(
             return F.cross_entropy(student_logits, y)
         with torch.no_grad():
             teacher_logits = teacher(x)
+            if running_average is not None:
+                running_average.update_parameters(model)  # the student's weights after the last step
+                teacher_logits = choose_teacher(teacher_logits, running_average.eval()(x), y)
         return dsd_loss(student_logits, teacher_logits, y, state["weight"], dsd.temperature, dsd.mode)
 
     progress = Progress(progress_label and f"[dsd] {progress_label}", dsd.epochs, unit="epoch")

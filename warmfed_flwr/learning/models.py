@@ -36,11 +36,13 @@ class _ImageNetNormalize(nn.Module):
         return (x - self.mean) / self.std
 
 
-def _small_cnn(num_classes: int, width: int = 32) -> nn.Module:
-    """Three conv blocks with GroupNorm (no batch statistics to average), global pooling, linear head."""
+def _small_cnn(num_classes: int, width: int = 32, batch_norm: bool = False) -> nn.Module:
+    """Three conv blocks, global pooling, linear head; GroupNorm (no batch statistics to average) or, for
+    FedBN, BatchNorm."""
 
     def block(c_in: int, c_out: int) -> list[nn.Module]:
-        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(8, c_out), nn.ReLU(inplace=True)]
+        norm = nn.BatchNorm2d(c_out) if batch_norm else nn.GroupNorm(8, c_out)
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), norm, nn.ReLU(inplace=True)]
 
     return nn.Sequential(
         _Normalize(),
@@ -73,9 +75,11 @@ def build_classifier(name: str, num_classes: int, image_size: int, seed: int = 0
         torch.manual_seed(seed)
         if name == "cnn":
             return _small_cnn(num_classes)
+        if name == "cnn-bn":
+            return _small_cnn(num_classes, batch_norm=True)
         if name == "resnet18":
             return _resnet18(num_classes, image_size)
-    raise ValueError(f"config key 'model.name': unknown classifier {name!r} (use cnn or resnet18)")
+    raise ValueError(f"config key 'model.name': unknown classifier {name!r} (use cnn, cnn-bn or resnet18)")
 
 
 def initial_classifier(settings: Settings, num_classes: int) -> nn.Module:

@@ -116,14 +116,16 @@ def train_supervised(
     schedule: Schedule,
     proximal_mu: float = 0.0,
     progress: Progress | None = None,
+    anchor: list[torch.Tensor] | None = None,
 ) -> float:
-    """Cross-entropy training, with FedProx's proximal term towards the starting weights when mu > 0.
+    """Cross-entropy training, with a proximal term (mu / 2) ||w - anchor||^2 when mu > 0: towards the starting
+    weights (FedProx) unless `anchor` gives other weights (Ditto: the global model's).
 
     `progress` logs the epochs' loss a few times (see `run_epochs`).
     """
     if proximal_mu <= 0:
         return run_epochs(model, split, schedule, progress=progress)
-    anchor = [p.detach().clone().to(schedule.device) for p in model.parameters()]
+    anchor = [p.detach().clone().to(schedule.device) for p in (anchor if anchor is not None else model.parameters())]
 
     def prox_loss(m: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return cross_entropy_loss(m, x, y) + proximal_term(m, anchor, proximal_mu)

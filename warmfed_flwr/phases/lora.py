@@ -14,6 +14,9 @@ from warmfed_flwr.run.store import ClientAdapter
 from warmfed_flwr.run.transport import record_to_arrays
 
 
+DP_METRICS = ("dp-epsilon", "dp-delta", "dp-noise-multiplier")  # a private fit's spent budget, as its client reports it
+
+
 def collect_adapters(run: RunContext) -> list[ClientAdapter]:
     """Ask every client for its adapter; keep the ones that pass validation, in partition order."""
     s = run.settings
@@ -38,6 +41,7 @@ def collect_adapters(run: RunContext) -> list[ClientAdapter]:
         details = run.recorder.clients[client.partition_id].details
         details["adapter_bytes"] = adapter_bytes(arrays)
         details["fit_seconds"] = round(float(metrics["fit-seconds"]), 3)
+        details |= {key.replace("-", "_"): float(metrics[key]) for key in DP_METRICS if key in metrics}
         good.append(ClientAdapter(client, arrays, counts))
     if len(good) < s.min_clients:
         raise TooFewClientsError(

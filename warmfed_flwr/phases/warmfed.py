@@ -23,7 +23,7 @@ from warmfed_flwr.run.artifacts import base_source_key
 from warmfed_flwr.run.context import RunContext
 from warmfed_flwr.run.snapshots import SnapshotTaker
 from warmfed_flwr.run.store import Share, WarmStartStore
-from warmfed_flwr.run.transport import model_to_record
+from warmfed_flwr.run.transport import model_to_record, split_to_record
 from warmfed_flwr.runtime.heap import release_freed_memory
 
 
@@ -35,6 +35,7 @@ class WarmFedStrategy:
         self.round_strategy = round_strategy
         self.use_adapters = use_adapters
         self.store = WarmStartStore(run)
+        self.synthetic_shares: dict[int, ArrayRecord] = {}  # by partition id, sent with DSD (dsd.synthetic-share)
 
     def run(self) -> ArrayRecord:
         """The method's steps; returns the final global model's arrays."""
@@ -46,7 +47,7 @@ class WarmFedStrategy:
         release_freed_memory()  # the generation and warm-start peak, not held through the rounds and DSD
 
         def distill(global_arrays: ArrayRecord, phase: str) -> None:
-            personalize(run, global_arrays, settings.dsd.mode, phase)
+            personalize(run, global_arrays, settings.dsd.mode, phase, self.synthetic_shares)
 
         if settings.rounds > 0:  # optional rounds of any Flower strategy
             snapshots = SnapshotTaker(run.recorder, settings.snapshot_rounds, distill)
@@ -63,6 +64,8 @@ class WarmFedStrategy:
         if shares is None:
             shares = self.generated_pool()
         save_samples(self.run_context, shares)
+        if self.run_context.settings.dsd.synthetic_share:
+            self.synthetic_shares = {client.partition_id: split_to_record(share) for client, share in shares}
         return ImageSplit(torch.cat([s.images for _, s in shares]), torch.cat([s.labels for _, s in shares]))
 
     def generated_pool(self) -> list[Share]:

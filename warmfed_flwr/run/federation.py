@@ -22,6 +22,7 @@ from warmfed_flwr.run.results import RunRecorder
 
 # In node-local runs every message after discovery carries the class list agreed at discovery in this record.
 AGREED_CLASSES_KEY = "agreed-classes"
+SYNTHETIC_SHARE_KEY = "synthetic-share"  # a client's share of the synthetic pool, sent with DSD (dsd.synthetic-share)
 
 
 def agreed_classes_record(class_names: tuple[str, ...]) -> ConfigRecord:

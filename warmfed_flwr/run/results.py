@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
+from warmfed_flwr.run.summary import summary_markdown
+
 if TYPE_CHECKING:
     from warmfed_flwr.run.tracking import Tracker
 
@@ -25,13 +27,25 @@ class ClientResult:
     num_test: int = 0  # the client's test images, which its accuracies are shares of
     global_acc: float | None = None
     personal_acc: float | None = None
+    personal_acc_others: float | None = None  # the personalized model on other clients' test splits
+    personal_acc_balanced: float | None = None  # ... on a label-balanced test split of its own domain
     bytes_up: int = 0
     bytes_down: int = 0
     details: dict[str, Any] = field(default_factory=dict)
 
 
+# a client's numbers that a snapshot records and a resumed run takes over
+CLIENT_NUMBERS = ("global_acc", "personal_acc", "personal_acc_others", "personal_acc_balanced", "bytes_up", "bytes_down")
+
+
 def _mean(values: list[float]) -> float | None:
     return statistics.fmean(values) if values else None
+
+
+def _accuracy_means(clients: list[ClientResult]) -> dict[str, float | None]:
+    """The mean of each accuracy over the clients that have it."""
+    names = ("global_acc", "personal_acc", "personal_acc_others", "personal_acc_balanced")
+    return {name: _mean([getattr(c, name) for c in clients if getattr(c, name) is not None]) for name in names}
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -128,17 +142,15 @@ class RunRecorder:
         if self.tracker is not None:
             self.tracker.round(phase, server_round, accuracies, self.round_history[-1]["average"])
 
-    def client_numbers(self) -> dict[int, tuple[float | None, float | None, int, int]]:
-        """Every client's accuracies and bytes so far, to be put back by `restore_client_numbers`."""
-        return {pid: (c.global_acc, c.personal_acc, c.bytes_up, c.bytes_down) for pid, c in self.clients.items()}
+    def client_numbers(self) -> dict[int, dict[str, Any]]:
+        """Every client's accuracies and bytes so far (CLIENT_NUMBERS), to be put back by `restore_client_numbers`."""
+        return {pid: {name: getattr(c, name) for name in CLIENT_NUMBERS} for pid, c in self.clients.items()}
 
-    def restore_client_numbers(self, numbers: Mapping[int, tuple[float | None, float | None, int, int]]) -> None:
+    def restore_client_numbers(self, numbers: Mapping[int, Mapping[str, Any]]) -> None:
         """Put back what `client_numbers` returned."""
-        for pid, (global_acc, personal_acc, bytes_up, bytes_down) in numbers.items():
-            client = self.clients[pid]
-            client.global_acc, client.personal_acc, client.bytes_up, client.bytes_down = (
-                global_acc, personal_acc, bytes_up, bytes_down
-            )
+        for pid, values in numbers.items():
+            for name, value in values.items():
+                setattr(self.clients[pid], name, value)
 
     def cached_seconds(self) -> float:
         """The seconds the phases reused from the cache so far took when they were computed."""
@@ -159,8 +171,7 @@ class RunRecorder:
             {
                 "round": server_round,
                 "clients": [
-                    {"partition_id": c.partition_id, "num_test": c.num_test, "global_acc": c.global_acc,
-                     "personal_acc": c.personal_acc, "bytes_up": c.bytes_up, "bytes_down": c.bytes_down}
+                    {"partition_id": c.partition_id, "num_test": c.num_test, **{name: getattr(c, name) for name in CLIENT_NUMBERS}}
                     for c in sorted(self.clients.values(), key=lambda c: c.partition_id)
                 ],
                 "averages": self.averages(),
@@ -201,8 +212,8 @@ class RunRecorder:
         for saved in results["clients"]:
             client = self.clients.get(saved["partition_id"])
             if client is not None:
-                client.global_acc, client.personal_acc = saved["global_acc"], saved["personal_acc"]
-                client.bytes_up, client.bytes_down = saved["bytes_up"], saved["bytes_down"]
+                for name in CLIENT_NUMBERS:  # runs from before the resilience numbers have none
+                    setattr(client, name, saved.get(name, 0 if name.startswith("bytes") else None))
                 client.details = dict(saved["details"])
         self.phases += [{**p, "resumed": True} for p in results["phases"] if p["name"] != "discover"]
         self.round_history = list(results["round_history"])
@@ -213,27 +224,26 @@ class RunRecorder:
         self.write()
 
     def averages(self) -> dict[str, float | None]:
-        """Means over clients, and the worst client's personalized accuracy."""
-        g = [c.global_acc for c in self.clients.values() if c.global_acc is not None]
-        p = [c.personal_acc for c in self.clients.values() if c.personal_acc is not None]
+        """Means over clients, the worst client's personalized accuracy, and how often personalization hurt.
+
+        `personal_worse_than_global`: the share of clients whose personalized model is less accurate
+        on their own test split than the global model it started from.
+        """
+        clients = list(self.clients.values())
+        p = [c.personal_acc for c in clients if c.personal_acc is not None]
+        both = [c for c in clients if c.personal_acc is not None and c.global_acc is not None]
         return {
-            "global_acc": _mean(g),
-            "personal_acc": _mean(p),
+            **_accuracy_means(clients),
             "personal_acc_min": min(p) if p else None,
-            "bytes_up": sum(c.bytes_up for c in self.clients.values()),
-            "bytes_down": sum(c.bytes_down for c in self.clients.values()),
+            "personal_worse_than_global": _mean([float(c.personal_acc < c.global_acc) for c in both]),
+            "bytes_up": sum(c.bytes_up for c in clients),
+            "bytes_down": sum(c.bytes_down for c in clients),
         }
 
     def domain_averages(self) -> dict[str, dict[str, float | None]]:
-        """Mean global and personalized accuracy per domain."""
-        out: dict[str, dict[str, float | None]] = {}
-        for domain in sorted({c.domain for c in self.clients.values()}):
-            members = [c for c in self.clients.values() if c.domain == domain]
-            out[domain] = {
-                "global_acc": _mean([c.global_acc for c in members if c.global_acc is not None]),
-                "personal_acc": _mean([c.personal_acc for c in members if c.personal_acc is not None]),
-            }
-        return out
+        """Mean accuracies per domain."""
+        domains = sorted({c.domain for c in self.clients.values()})
+        return {domain: _accuracy_means([c for c in self.clients.values() if c.domain == domain]) for domain in domains}
 
     def to_dict(self) -> dict[str, Any]:
         """The results.json document."""
@@ -261,37 +271,4 @@ class RunRecorder:
     def write(self) -> None:
         """Write results.json (atomically) and summary.md."""
         write_json_atomic(self.out_dir / "results.json", self.to_dict())
-        (self.out_dir / "summary.md").write_text(self.summary_markdown())
-
-    def summary_markdown(self) -> str:
-        """A markdown table per client plus averages, phases and failures."""
-
-        def fmt(v: float | None) -> str:
-            return "-" if v is None else f"{v:.3f}"
-
-        lines = [
-            f"# {self.method} (rounds={self.rounds}, seed={self.seed}, data={self.dataset})",
-            "",
-            "| client | domain | global acc | personalized acc | bytes up | bytes down |",
-            "|---|---|---|---|---|---|",
-        ]
-        for c in sorted(self.clients.values(), key=lambda c: c.partition_id):
-            lines.append(
-                f"| {c.partition_id} | {c.domain} | {fmt(c.global_acc)} | {fmt(c.personal_acc)} "
-                f"| {c.bytes_up:,} | {c.bytes_down:,} |"
-            )
-        avg = self.averages()
-        lines.append(
-            f"| **mean** | | **{fmt(avg['global_acc'])}** | **{fmt(avg['personal_acc'])}** "
-            f"| {avg['bytes_up']:,} | {avg['bytes_down']:,} |"
-        )
-        lines += ["", "| phase | seconds |", "|---|---|"]
-        lines += [
-            f"| {p['name']}{' (cached)' if p.get('cached') else ''}{' (resumed)' if p.get('resumed') else ''} "
-            f"| {p['seconds']:.1f} |"
-            for p in self.phases
-        ]
-        if self.failures:
-            lines += ["", "Failures:"]
-            lines += [f"- {f['phase']}: client {f['partition_id']} (node {f['node_id']}): {f['reason']}" for f in self.failures]
-        return "\n".join(lines) + "\n"
+        (self.out_dir / "summary.md").write_text(summary_markdown(self))

@@ -139,6 +139,7 @@ class WarmStartStore:
                 info = {
                     "label_counts": a.label_counts,
                     "fit_seconds": rec.clients[pid].details["fit_seconds"],
+                    "dp": {k: v for k, v in rec.clients[pid].details.items() if k.startswith("dp_")},
                     "bytes_up": rec.clients[pid].bytes_up - before[pid][0],
                     "bytes_down": rec.clients[pid].bytes_down - before[pid][1],
                     "phase_seconds": rec.phases[-1]["seconds"],
@@ -156,6 +157,7 @@ class WarmStartStore:
             result.bytes_down += int(info["bytes_down"])
             result.details["adapter_bytes"] = adapter_bytes(arrays)
             result.details["fit_seconds"] = info["fit_seconds"]
+            result.details |= info.get("dp", {})  # adapters cached before DP existed have none
             counts = info["label_counts"] if self.run.settings.lora.send_label_counts else None
             adapters.append(ClientAdapter(client, arrays, counts))
         self.recorder.add_cached_phase("lora", float(next(iter(cached.values()))[1]["phase_seconds"]))
