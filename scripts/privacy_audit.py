@@ -41,13 +41,14 @@ from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import ADAPTER_FILE
-from warmfed_flwr.generative.tiny import TinyBackbone, denoising_loss, to_model_space
+from warmfed_flwr.generative.tiny import TinyBackbone, denoising_target, to_model_space
 from warmfed_flwr.learning.models import build_classifier
 from warmfed_flwr.run.artifacts import ArtifactCache
 from warmfed_flwr.run.checkpoint import ARTIFACTS_DIR
 
 NEAR_COPY_PERCENTILE = 1.0
 MEMBERSHIP_DRAWS = 8  # fixed (timestep, noise) draws per image
+LOSS_BATCH = 128
 CLOSEST_PAIRS = 16
 
 
@@ -90,17 +91,26 @@ def penultimate_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor
 
 @torch.no_grad()
 def denoising_losses(backbone: TinyBackbone, adapter: dict[str, np.ndarray] | None, split: ImageSplit) -> torch.Tensor:
-    """Each image's denoising loss under `adapter` (None: the base), averaged over fixed noise draws."""
+    """Each image's denoising loss under `adapter` (None: the base) with its true label, averaged over fixed draws.
+
+    Draw k adds the same noise at the same timestep (both seeded by k) to every image, so that images
+    differ only in how well the model knows them.
+    """
     model = backbone.unet if adapter is None else backbone.with_adapter(adapter)
     clean = to_model_space(flat(split.images).view(split.images.shape), backbone.sample_size)
+    steps = backbone.scheduler.config.num_train_timesteps
     losses = torch.zeros(len(split))
     for draw in range(MEMBERSHIP_DRAWS):
-        for index in range(len(split)):  # one image at a time: the loss is a batch mean
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(draw)  # the same noise and timestep for every image in this draw
-                loss = denoising_loss(model, backbone.scheduler, clean[index : index + 1], split.labels[index : index + 1],
-                                      backbone.null_label)
-            losses[index] += float(loss) / MEMBERSHIP_DRAWS
+        generator = torch.Generator().manual_seed(draw)
+        noise = torch.randn((1, *clean.shape[1:]), generator=generator)
+        timestep = torch.randint(0, steps, (1,), generator=generator)
+        for start in range(0, len(split), LOSS_BATCH):
+            images = clean[start : start + LOSS_BATCH]
+            noises, timesteps = noise.expand_as(images), timestep.expand(len(images))
+            noisy = backbone.scheduler.add_noise(images, noises, timesteps)
+            prediction = model(noisy, timesteps, class_labels=split.labels[start : start + LOSS_BATCH]).sample
+            target = denoising_target(backbone.scheduler, images, noises, timesteps)
+            losses[start : start + LOSS_BATCH] += (prediction - target).pow(2).flatten(1).mean(1) / MEMBERSHIP_DRAWS
     return losses
 
 

@@ -73,6 +73,20 @@ def test_report_shows_mean_and_std_over_seeds(tmp_path):
             assert len(image.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 10
 
 
+def test_report_plots_own_accuracy_against_resilience_only_where_measured(tmp_path):
+    csv_path = tmp_path / "p.csv"
+    for seed, (own, others) in enumerate(((0.9, 0.4), (0.8, 0.5))):
+        averages = {**RESULTS["averages"], "personal_acc": own, "personal_acc_others": others}
+        append_rows(csv_path, rows_from_results("p", "ditto", {**RESULTS, "seed": seed, "averages": averages}, 10))
+    assert "| 0.850 ± 0.071 | - | 0.450 ± 0.071 | - |" in write_report(csv_path, "p").read_text()
+    with Image.open(tmp_path / "p-resilience.png") as image:  # a real picture with something drawn
+        assert image.width >= 400 and len(image.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 10
+    global_only = tmp_path / "g.csv"
+    append_rows(global_only, rows_from_results("g", "fedavg", RESULTS, 10))
+    write_report(global_only, "g")
+    assert (tmp_path / "g-accuracy-vs-bytes.png").exists() and not (tmp_path / "g-resilience.png").exists()
+
+
 def test_runner_smoke_then_resume_skips_the_cell(tmp_path, flwr_cli_env):
     """The real runner: 1 seed, 1 method through `flwr run`; a second call finds the cell done."""
     csv_path = tmp_path / "smoke.csv"

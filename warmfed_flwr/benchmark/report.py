@@ -1,4 +1,4 @@
-"""The benchmark report: a mean +- std table per (method, rounds) and two plots, next to the CSV."""
+"""The benchmark report: a mean +- std table per (method, rounds) and its plots, next to the CSV."""
 
 from __future__ import annotations
 
@@ -81,12 +81,45 @@ def plot_accuracy(cells: dict[Cell, dict[str, list[float]]], path: Path, x_metri
     fig.savefig(path, dpi=110)
 
 
+RESILIENCE_METRICS = (("personal_acc_others", "on other clients' test splits"),
+                      ("personal_acc_balanced", "on a label-balanced test split of its domain"))
+
+
+def plot_resilience(cells: dict[Cell, dict[str, list[float]]], path: Path) -> bool:
+    """Personalized accuracy on the client's own test split against each resilience metric the cells have.
+
+    One point per (method, rounds), mean over seeds with the seeds' standard deviation as error bars.
+    Returns False (and draws nothing) when no cell has a resilience metric.
+    """
+    panels = [(metric, label) for metric, label in RESILIENCE_METRICS if any(c.get(metric) for c in cells.values())]
+    if not panels:
+        return False
+    fig = Figure(figsize=(5.5 * len(panels), 4.5))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (metric, label) in zip(axes, panels):
+        for (method, rounds), metrics in sorted(cells.items()):
+            own, other = metrics.get("personal_acc"), metrics.get(metric)
+            if not own or not other:
+                continue
+            ax.errorbar(statistics.fmean(own), statistics.fmean(other),
+                        xerr=statistics.stdev(own) if len(own) > 1 else 0,
+                        yerr=statistics.stdev(other) if len(other) > 1 else 0,
+                        marker="o", capsize=3, label=f"{method} r{rounds}")
+        ax.set_xlabel("personalized accuracy on its own test split")
+        ax.set_ylabel(f"personalized accuracy {label}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
 def write_report(csv_path: Path, dataset: str) -> Path:
-    """report.md and the two plots beside the CSV; returns the report's path."""
+    """report.md and the plots beside the CSV (own vs resilience where measured); returns the report's path."""
     cells = collect(read_rows(csv_path), dataset)
     stem = csv_path.with_suffix("")
     plot_accuracy(cells, Path(f"{stem}-accuracy-vs-bytes.png"), "bytes", "MB communicated (up + down, all clients)")
     plot_accuracy(cells, Path(f"{stem}-accuracy-vs-rounds.png"), "rounds", "rounds")
+    plot_resilience(cells, Path(f"{stem}-resilience.png"))
     report = Path(f"{stem}-report.md")
     report.write_text(f"# {dataset}\n\n" + table(cells) + "\n## The paper's claims\n\n" + claims_table(cells))
     return report

@@ -97,9 +97,14 @@ def denoising_loss(
     class_labels = torch.where(dropped, torch.full_like(labels, null_label), labels)
     noisy = scheduler.add_noise(clean, noise, timesteps)
     prediction = unet(noisy, timesteps, class_labels=class_labels).sample
+    return F.mse_loss(prediction, denoising_target(scheduler, clean, noise, timesteps))
+
+
+def denoising_target(scheduler: DDPMScheduler, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the UNet learns to predict from the noised images: the noise or the velocity (`prediction_type`)."""
     if scheduler.config.prediction_type == "v_prediction":
-        return F.mse_loss(prediction, scheduler.get_velocity(clean, noise, timesteps))
-    return F.mse_loss(prediction, noise)
+        return scheduler.get_velocity(clean, noise, timesteps)
+    return noise
 
 
 def train_denoiser(

@@ -39,7 +39,9 @@ def run_federated(run: RunContext, plan: StrategyRun | None = None) -> None:
     settings = run.settings
 
     def personalization(arrays: ArrayRecord, phase: str) -> None:
-        personalize(run, arrays, dsd_mode="none", phase=phase)  # fedbn, ditto: the kept model, no training
+        # fedavg-ft: plain fine-tuning (DSD mode "none"); fedbn, ditto: the client reports the personal
+        # model it kept through the rounds and trains nothing, so the mode is not used
+        personalize(run, arrays, dsd_mode="none", phase=phase)
 
     personalizes = settings.method in PERSONALIZATION_PHASES
     snapshots = SnapshotTaker(run.recorder, settings.snapshot_rounds, personalization if personalizes else None)

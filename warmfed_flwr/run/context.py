@@ -30,7 +30,12 @@ class RunContext:
     def num_classes(self) -> int:
         return len(self.class_names)
 
-    def send(self, phase: str, message_type: str, contents: Mapping[int, RecordDict]) -> dict[int, RecordDict]:
-        """One message per node (`contents` by node id); the good replies by node id, failures recorded."""
-        limits = ReplyLimits(self.settings.timeout, self.settings.min_clients)
+    def send(
+        self, phase: str, message_type: str, contents: Mapping[int, RecordDict], min_clients: int | None = None
+    ) -> dict[int, RecordDict]:
+        """One message per node (`contents` by node id); the good replies by node id, failures recorded.
+
+        `min_clients` None: the run's `min-clients`; an evaluation that must not stop the run passes 0.
+        """
+        limits = ReplyLimits(self.settings.timeout, self.settings.min_clients if min_clients is None else min_clients)
         return send_phase(self.grid, self.recorder, phase, message_type, contents, limits)
