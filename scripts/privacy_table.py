@@ -10,8 +10,8 @@ counts (they are not covered by the adapters' guarantee) and sends none. Each ru
   ratios; `<run>/privacy/`),
 - judged: the class and domain fidelity of its synthetic pool, by the judges of
   scripts/measure_generative.py (trained once on the real train images of every domain).
-One CSV row per (seed, epsilon); rows already in the CSV are skipped, so an interrupted table
-continues. The means and spreads per epsilon are printed as a markdown table.
+One CSV row per (seed, epsilon); rows already in the CSV are skipped and a finished run directory
+is measured without running it again, so an interrupted table continues. The means and spreads per epsilon are printed as a markdown table.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def measure_cell(run_dir: Path, seed: int, epsilon: float, judges: Judges) -> di
     return {
         "seed": seed,
         "epsilon": epsilon,
-        "spent_epsilon": max((d.get("dp-epsilon", 0.0) for d in details), default=0.0),
-        "noise_multiplier": statistics.fmean(d.get("dp-noise-multiplier", 0.0) for d in details),
+        "spent_epsilon": max((d.get("dp_epsilon", 0.0) for d in details), default=0.0),
+        "noise_multiplier": statistics.fmean(d.get("dp_noise_multiplier", 0.0) for d in details),
         "class_fidelity": class_fidelity,
         "domain_fidelity": domain_fidelity,
         "global_acc": results["averages"]["global_acc"],
@@ -96,6 +96,12 @@ def measure_cell(run_dir: Path, seed: int, epsilon: float, judges: Judges) -> di
         "lora_seconds": lora_seconds,
         "bytes_up": results["averages"]["bytes_up"],
     }
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether `run_dir` holds a completed run with its adapters kept (then it is measured, not run again)."""
+    results = run_dir / "results.json"
+    return results.is_file() and (run_dir / "adapters").is_dir() and not json.loads(results.read_text())["failures"]
 
 
 def read_rows(path: Path) -> list[dict[str, str]]:
@@ -141,7 +147,8 @@ def main() -> None:
             out_dir = runs_dir / f"epsilon-{epsilon:g}-s{seed}"
             overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config(seed, epsilon).items())
             config = requested_config(args.preset, overrides, str(out_dir))
-            run_app(config, Path(".").resolve())
+            if not finished(out_dir):
+                run_app(config, Path(".").resolve())
             judges = judges or Judges(Settings.from_run_config({**config, "seed": JUDGE_SEED}))
             row = measure_cell(out_dir, seed, epsilon, judges)
             print(f"[privacy] {json.dumps(row)}", flush=True)
