@@ -93,7 +93,7 @@ def test_personalized_models_are_evaluated_on_other_clients_and_a_balanced_split
 
 
 def test_with_label_shares_as_in_the_domain_there_is_no_balanced_split(run_in_process):
-    results = run_in_process({"method": "local"}, num_supernodes=2)
+    results = run_in_process({"method": "local", "evaluate-others": 1}, num_supernodes=2)
     assert all(c["personal_acc_balanced"] is None for c in results["clients"])
     assert all(is_share(c["personal_acc"], c["num_test"]) for c in results["clients"])
     assert all(0.0 <= c["personal_acc_others"] <= 1.0 for c in results["clients"])  # from the cross-evaluation
