@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from warmfed_flwr.benchmark.claims import claim_rows
+from warmfed_flwr.benchmark.goals import goal_rows
 from warmfed_flwr.benchmark.matrix import default_matrix, select
 from warmfed_flwr.benchmark.report import write_report
 from warmfed_flwr.benchmark.rows import COLUMNS, append_rows, is_done, read_rows, rows_from_results
@@ -149,3 +150,20 @@ def test_claims_of_cells_not_run_say_so():
     verdicts = _verdicts(cells)
     assert verdicts["WarmFed 5 rounds global >= FedAvg 50 rounds"] == "not run"
     assert [v for t, v in verdicts.items() if "every client" in t] == ["not run"]
+
+
+def test_the_personalization_goal_needs_own_accuracy_and_resilience_beyond_the_spread():
+    peers = {("warmfed-ft", 0): {"personal_acc": [0.90, 0.92], "personal_acc_others": [0.50, 0.52]},
+             ("fedbn", 20): {"personal_acc": [0.85, 0.87], "personal_acc_others": [0.55, 0.57]},
+             ("ditto", 20): {"personal_acc": [0.80], "personal_acc_others": [0.40]}}
+    cells = peers | {
+        ("warmfed-dsd", 0): {"personal_acc": [0.91, 0.93], "personal_acc_others": [0.65, 0.66]},  # meets it
+        ("warmfed-dsd-self", 0): {"personal_acc": [0.91, 0.93], "personal_acc_others": [0.50, 0.70]},  # spread too wide
+        ("warmfed-dsd-constant", 0): {"personal_acc": [0.89, 0.90], "personal_acc_others": [0.70, 0.71]},  # own below
+    }
+    rows = {row[0]: row for row in goal_rows(cells)}
+    assert set(rows) == {"warmfed-dsd", "warmfed-dsd-self", "warmfed-dsd-constant"}
+    assert rows["warmfed-dsd"][1] == "0.920 ± 0.014 vs warmfed-ft r0 0.910 ± 0.014"
+    assert rows["warmfed-dsd"][2] == "0.655 ± 0.007 vs fedbn r20 0.560 ± 0.014" and rows["warmfed-dsd"][3] == "-"
+    assert [rows[v][-1] for v in ("warmfed-dsd", "warmfed-dsd-self", "warmfed-dsd-constant")] == ["yes", "**no**", "**no**"]
+    assert goal_rows(peers) == []

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flwr.app import Context, Message
 
 from expect import is_share
+from warmfed_flwr.client import HANDLERS, build_client_app, partition_id
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data import balanced_domain_test, load_client_data
 from warmfed_flwr.phases.resilience import clients_evaluating
@@ -91,7 +93,24 @@ def test_personalized_models_are_evaluated_on_other_clients_and_a_balanced_split
 
 
 def test_with_label_shares_as_in_the_domain_there_is_no_balanced_split(run_in_process):
-    results = run_in_process({"method": "local"}, num_supernodes=2)
+    results = run_in_process({"method": "local", "evaluate-others": 1}, num_supernodes=2)
     assert all(c["personal_acc_balanced"] is None for c in results["clients"])
     assert all(is_share(c["personal_acc"], c["num_test"]) for c in results["clients"])
     assert all(0.0 <= c["personal_acc_others"] <= 1.0 for c in results["clients"])  # from the cross-evaluation
+
+
+def test_a_client_failing_in_the_cross_evaluation_is_recorded_and_the_run_completes(run_in_process):
+    def crash_on_partition_1(msg: Message, context: Context) -> Message:
+        if partition_id(context) == 1:
+            raise RuntimeError("simulated crash in evaluate.cross")
+        return HANDLERS["evaluate.cross"](msg, context)
+
+    app = build_client_app({**HANDLERS, "evaluate.cross": crash_on_partition_1})
+    # min-clients = every client: a training phase would stop the run, the evaluation must not
+    results = run_in_process({"method": "fedavg-ft", "rounds": 1, "min-clients": 3, "evaluate-others": 1},
+                             num_supernodes=3, client_app=app)
+    assert [(f["phase"], f["partition_id"]) for f in results["failures"]] == [("finetune-others", 1)]
+    others = {c["partition_id"]: c["personal_acc_others"] for c in results["clients"]}
+    assert others[0] is None  # its only evaluator, partition 1, failed
+    assert 0.0 <= others[1] <= 1.0 and 0.0 <= others[2] <= 1.0  # evaluated by partitions 2 and 0
+    assert all(c["personal_acc"] is not None for c in results["clients"])

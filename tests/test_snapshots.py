@@ -17,7 +17,7 @@ def test_fedavg_ft_snapshot_of_round_1_equals_a_1_round_run_and_leaves_the_2_rou
     run_in_process, tmp_path
 ):
     def run(name: str, **overrides) -> dict:
-        config = {"method": "fedavg-ft", "output-dir": str(tmp_path / name), **overrides}
+        config = {"method": "fedavg-ft", "evaluate-others": 3, "output-dir": str(tmp_path / name), **overrides}
         return run_in_process(config, num_supernodes=4)
 
     one_round = run("one", rounds=1)
@@ -28,6 +28,7 @@ def test_fedavg_ft_snapshot_of_round_1_equals_a_1_round_run_and_leaves_the_2_rou
     assert snapshot["round"] == 1
     assert numbers(snapshot["clients"]) == numbers(one_round["clients"])
     assert_accuracies(snapshot["clients"], [0, 1, 2, 3], ["global_acc", "personal_acc"])  # fine-tuned in the snapshot
+    assert all(0.0 <= c["personal_acc_others"] <= 1.0 for c in snapshot["clients"])  # and cross-evaluated
     assert snapshot["averages"] == one_round["averages"]
     assert numbers(with_snapshot["clients"]) == numbers(plain["clients"])
     assert with_snapshot["round_history"] == plain["round_history"]

@@ -207,9 +207,11 @@ class Settings:
         "--backend-store-uri sqlite:///<run>/mlflow/mlflow.db`); local files only, no account. Needs `pip install -e "
         "'.[tracking]'`", one_of(*TRACKERS))
     evaluate_others: int = setting(
-        3, "resilience: each personalized model is also evaluated on the test splits of up to this many other "
+        0, "resilience: each personalized model is also evaluated on the test splits of up to this many other "
         "clients (the next ones in partition order), reported as `personal_acc_others`; evaluation traffic, not "
-        "counted in the bytes; 0 = off", between(0, 10_000))
+        "counted in the bytes. 0 = off, the default: the personalized models, trained on each client's own data, "
+        "then travel to other clients, which a real deployment may not allow (the label-skew preset and the "
+        "personalization matrix set 3)", between(0, 10_000))
     data: DataSettings = None  # type: ignore[assignment]  # sections: filled by from_run_config
     model: ModelSettings = None  # type: ignore[assignment]
     train: TrainSettings = None  # type: ignore[assignment]

@@ -53,6 +53,9 @@ def default_matrix() -> list[Entry]:
     ]
 
 
+RESILIENCE_EVALUATORS = 3  # the personalization matrix evaluates each personalized model on 3 other clients
+
+
 def personalization_matrix() -> list[Entry]:
     """The personalized methods side by side: own, others' and label-balanced accuracy (BENCHMARKS.md,
     personalization).
@@ -60,17 +63,17 @@ def personalization_matrix() -> list[Entry]:
     The federated peers run 20 rounds, their 5-round cells as snapshots; FedBN on the small CNN with
     BatchNorm (`cnn-bn`), which it needs; WarmFed one-shot with plain fine-tuning and each DSD variant.
     """
-    rounds, snapshots = 20, (5,)
+    rounds, snapshots, others = 20, (5,), {"evaluate-others": RESILIENCE_EVALUATORS}
     return [
-        Entry("local", "local", 0),
-        Entry("fedavg-ft", "fedavg-ft", rounds, snapshots=snapshots),
-        Entry("fedbn", "fedbn", rounds, {"model.name": "cnn-bn"}, snapshots=snapshots),
-        Entry("ditto", "ditto", rounds, snapshots=snapshots),
-        Entry("warmfed-ft", "warmfed", 0, {"dsd.mode": "none"}),
-        Entry("warmfed-dsd", "warmfed", 0),
-        Entry("warmfed-dsd-constant", "warmfed", 0, {"dsd.mode": "constant"}),
-        Entry("warmfed-dsd-self", "warmfed", 0, {"dsd.teacher": "global-or-self"}),
-        Entry("warmfed-dsd-synthetic", "warmfed", 0, {"dsd.synthetic-share": True}),
+        Entry("local", "local", 0, others),
+        Entry("fedavg-ft", "fedavg-ft", rounds, others, snapshots=snapshots),
+        Entry("fedbn", "fedbn", rounds, {"model.name": "cnn-bn"} | others, snapshots=snapshots),
+        Entry("ditto", "ditto", rounds, others, snapshots=snapshots),
+        Entry("warmfed-ft", "warmfed", 0, {"dsd.mode": "none"} | others),
+        Entry("warmfed-dsd", "warmfed", 0, others),
+        Entry("warmfed-dsd-constant", "warmfed", 0, {"dsd.mode": "constant"} | others),
+        Entry("warmfed-dsd-self", "warmfed", 0, {"dsd.teacher": "global-or-self"} | others),
+        Entry("warmfed-dsd-synthetic", "warmfed", 0, {"dsd.synthetic-share": True} | others),
     ]
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from warmfed_flwr.benchmark.claims import Cell, claims_table
+from warmfed_flwr.benchmark.goals import goal_table
 from warmfed_flwr.benchmark.rows import read_rows
 
 
@@ -121,5 +122,10 @@ def write_report(csv_path: Path, dataset: str) -> Path:
     plot_accuracy(cells, Path(f"{stem}-accuracy-vs-rounds.png"), "rounds", "rounds")
     plot_resilience(cells, Path(f"{stem}-resilience.png"))
     report = Path(f"{stem}-report.md")
-    report.write_text(f"# {dataset}\n\n" + table(cells) + "\n## The paper's claims\n\n" + claims_table(cells))
+    personalization = goal_table(cells)
+    if personalization:  # the personalization matrix: its own goal instead of the paper's claims
+        checks = "\n## The personalization goal (DSD vs the best peer, beyond the seed spread)\n\n" + personalization
+    else:
+        checks = "\n## The paper's claims\n\n" + claims_table(cells)
+    report.write_text(f"# {dataset}\n\n" + table(cells) + checks)
     return report
