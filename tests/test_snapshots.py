@@ -17,7 +17,7 @@ def test_fedavg_ft_snapshot_of_round_1_equals_a_1_round_run_and_leaves_the_2_rou
     run_in_process, tmp_path
 ):
     def run(name: str, **overrides) -> dict:
-        config = {"method": "fedavg-ft", "evaluate-others": 3, "output-dir": str(tmp_path / name), **overrides}
+        config = {"method": "fedavg-ft", "evaluate-others": 1, "output-dir": str(tmp_path / name), **overrides}
         return run_in_process(config, num_supernodes=4)
 
     one_round = run("one", rounds=1)
