@@ -82,6 +82,7 @@ def plot_accuracy(cells: dict[Cell, dict[str, list[float]]], path: Path, x_metri
     fig.savefig(path, dpi=110)
 
 
+MARKERS = "osD^v<>pX*h"  # with matplotlib's 10 colours, no two of up to 110 cells look alike
 RESILIENCE_METRICS = (("personal_acc_others", "on other clients' test splits"),
                       ("personal_acc_balanced", "on a label-balanced test split of its domain"))
 
@@ -98,14 +99,14 @@ def plot_resilience(cells: dict[Cell, dict[str, list[float]]], path: Path) -> bo
     fig = Figure(figsize=(5.5 * len(panels), 4.5))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (metric, label) in zip(axes, panels):
-        for (method, rounds), metrics in sorted(cells.items()):
+        for index, ((method, rounds), metrics) in enumerate(sorted(cells.items())):
             own, other = metrics.get("personal_acc"), metrics.get(metric)
             if not own or not other:
                 continue
             ax.errorbar(statistics.fmean(own), statistics.fmean(other),
                         xerr=statistics.stdev(own) if len(own) > 1 else 0,
                         yerr=statistics.stdev(other) if len(other) > 1 else 0,
-                        marker="o", capsize=3, label=f"{method} r{rounds}")
+                        marker=MARKERS[index % len(MARKERS)], capsize=3, label=f"{method} r{rounds}")
         ax.set_xlabel("personalized accuracy on its own test split")
         ax.set_ylabel(f"personalized accuracy {label}")
         ax.legend(fontsize=7)
