@@ -11,7 +11,8 @@ counts (they are not covered by the adapters' guarantee) and sends none. Each ru
 - judged: the class and domain fidelity of its synthetic pool, by the judges of
   scripts/measure_generative.py (trained once on the real train images of every domain).
 One CSV row per (seed, epsilon); rows already in the CSV are skipped and a finished run directory
-is measured without running it again, so an interrupted table continues. The means and spreads per epsilon are printed as a markdown table.
+is measured without running it again, so an interrupted table continues. The means and spreads per
+epsilon are printed as a markdown table.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from measure_generative import accuracy, in_memory, train_domain_judge, train_judge
 from plot_samples import synthetic_shares
 from privacy_audit import audit
+from warmfed_flwr.benchmark.claims import mean_spread
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data import load_domain_set
 from warmfed_flwr.data.types import float_pixels
@@ -52,9 +54,8 @@ class Judges:
         self.classes = train_judge(images, labels, len(data.class_names), settings.seed)
         self.domains = train_domain_judge(data, settings.seed)
 
-    def fidelity(self, run_dir: Path) -> tuple[float, float]:
+    def fidelity(self, run_dir: Path, results: dict) -> tuple[float, float]:
         """Mean over clients of the class and domain fidelity of each client's synthetic share."""
-        results = json.loads((run_dir / "results.json").read_text())
         domain_of = {client["partition_id"]: client["domain"] for client in results["clients"]}
         class_scores, domain_scores = [], []
         for pid, share in synthetic_shares(run_dir).items():
@@ -77,7 +78,7 @@ def measure_cell(run_dir: Path, seed: int, epsilon: float, judges: Judges) -> di
     """The table row of a finished run."""
     results = json.loads((run_dir / "results.json").read_text())
     averages = audit(run_dir, run_dir / "privacy")["averages"]
-    class_fidelity, domain_fidelity = judges.fidelity(run_dir)
+    class_fidelity, domain_fidelity = judges.fidelity(run_dir, results)
     details = [client["details"] for client in results["clients"]]
     lora_seconds = sum(phase["seconds"] for phase in results["phases"] if phase["name"] == "lora")
     return {
@@ -119,10 +120,8 @@ def summary(rows: list[dict[str, str]]) -> str:
         cell_rows = [r for r in rows if float(r["epsilon"]) == epsilon]
         cells = []
         for column in SUMMARY_COLUMNS:
-            values = [float(r[column]) for r in cell_rows]
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{statistics.fmean(values):.3f} ± {spread:.3f}" if column != "bytes_up"
-                         else f"{statistics.fmean(values):,.0f}")
+            mean, spread = mean_spread([float(r[column]) for r in cell_rows])
+            cells.append(f"{mean:.3f} ± {spread:.3f}" if column != "bytes_up" else f"{mean:,.0f}")
         lines.append(f"| {'off' if epsilon == 0 else f'{epsilon:g}'} | {len(cell_rows)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

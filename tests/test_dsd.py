@@ -90,6 +90,9 @@ def test_global_or_self_distils_from_the_running_average_where_it_knows_better()
     split = ImageSplit(torch.rand(32, 3, 16, 16), torch.arange(32) % 4)
     teacher = build_classifier("cnn", 4, 16, seed=0)
     schedule = Schedule(3, 0.05, 8, 0, torch.device("cpu"))
-    by_global = train_personalized(teacher, split, DsdSettings("constant", 1.0, 2.0, 3, 0.05, "global", synthetic_share=False), schedule)
-    by_either = train_personalized(teacher, split, DsdSettings("constant", 1.0, 2.0, 3, 0.05, "global-or-self", synthetic_share=False), schedule)
+    def teacher_choice(teacher_key: str) -> DsdSettings:
+        return DsdSettings("constant", 1.0, 2.0, 3, 0.05, teacher_key, synthetic_share=False)
+
+    by_global = train_personalized(teacher, split, teacher_choice("global"), schedule)
+    by_either = train_personalized(teacher, split, teacher_choice("global-or-self"), schedule)
     assert any(not torch.equal(a, b) for a, b in zip(by_global.parameters(), by_either.parameters()))

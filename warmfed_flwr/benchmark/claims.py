@@ -35,6 +35,11 @@ CLAIMS = (
 )
 
 
+def mean_spread(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard deviation over seeds (spread 0 for a single seed)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def _mean(cells: Cells, cell: Cell, metric: str) -> float | None:
     values = cells.get(cell, {}).get(metric, [])
     return statistics.fmean(values) if values else None

@@ -8,23 +8,16 @@ its spread is above the best peer's mean plus that peer's spread.
 
 from __future__ import annotations
 
-import statistics
-from typing import Sequence
-
-from warmfed_flwr.benchmark.claims import Cell, Cells
+from warmfed_flwr.benchmark.claims import Cell, Cells, mean_spread
 
 PEERS: tuple[Cell, ...] = (("warmfed-ft", 0), ("fedbn", 20), ("ditto", 20))
 DSD_VARIANTS = ("warmfed-dsd", "warmfed-dsd-constant", "warmfed-dsd-self", "warmfed-dsd-synthetic")
 RESILIENCE = ("personal_acc_others", "personal_acc_balanced")
 
 
-def _mean_spread(values: Sequence[float]) -> tuple[float, float]:
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def _best_peer(cells: Cells, metric: str) -> tuple[str, float, float] | None:
     """(label, mean, spread) of the peer with the highest mean of `metric`; None when no peer has it."""
-    found = [(f"{label} r{rounds}", *_mean_spread(cells[(label, rounds)][metric]))
+    found = [(f"{label} r{rounds}", *mean_spread(cells[(label, rounds)][metric]))
              for label, rounds in PEERS if cells.get((label, rounds), {}).get(metric)]
     return max(found, key=lambda peer: peer[1]) if found else None
 
@@ -42,7 +35,7 @@ def goal_rows(cells: Cells) -> list[tuple[str, ...]]:
             if not metrics.get(metric) or peer is None:
                 row.append("-")
                 continue
-            mean, spread = _mean_spread(metrics[metric])
+            mean, spread = mean_spread(metrics[metric])
             label, peer_mean, peer_spread = peer
             row.append(f"{mean:.3f} ± {spread:.3f} vs {label} {peer_mean:.3f} ± {peer_spread:.3f}")
             if metric == "personal_acc":

@@ -9,7 +9,7 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from warmfed_flwr.benchmark.claims import Cell, claims_table
+from warmfed_flwr.benchmark.claims import Cell, claims_table, mean_spread
 from warmfed_flwr.benchmark.goals import goal_table
 from warmfed_flwr.benchmark.rows import read_rows
 
@@ -103,10 +103,9 @@ def plot_resilience(cells: dict[Cell, dict[str, list[float]]], path: Path) -> bo
             own, other = metrics.get("personal_acc"), metrics.get(metric)
             if not own or not other:
                 continue
-            ax.errorbar(statistics.fmean(own), statistics.fmean(other),
-                        xerr=statistics.stdev(own) if len(own) > 1 else 0,
-                        yerr=statistics.stdev(other) if len(other) > 1 else 0,
-                        marker=MARKERS[index % len(MARKERS)], capsize=3, label=f"{method} r{rounds}")
+            (x, x_spread), (y, y_spread) = mean_spread(own), mean_spread(other)
+            ax.errorbar(x, y, xerr=x_spread, yerr=y_spread, marker=MARKERS[index % len(MARKERS)], capsize=3,
+                        label=f"{method} r{rounds}")
         ax.set_xlabel("personalized accuracy on its own test split")
         ax.set_ylabel(f"personalized accuracy {label}")
         ax.legend(fontsize=7)
