@@ -54,6 +54,7 @@ def test_three_authenticated_supernodes_over_tls_complete_a_run_one_dying_one_re
     returncode, output = _run_script(["--supernodes", "3", "--work-dir", str(work), "--run-config", overrides,
                                       "--kill-supernode", "1", "--restart-supernode", "2"], timeout=500)
     assert returncode == 0, output[-5000:]
+    assert f"each SuperNode gets {max(1, os.cpu_count() // 3)} thread(s)" in output  # the cores shared out
     assert re.search(r"^killed supernode-1 \(pid \d+\)", output, flags=re.MULTILINE)
     assert re.search(r"^restarted supernode-2 as node \d+", output, flags=re.MULTILINE)
 
@@ -88,10 +89,11 @@ def test_supernode_with_an_unregistered_key_is_refused(tmp_path):
     tls = make_tls_files(tmp_path / "tls")
     registered = make_node_key(tmp_path / "keys", "registered")
     intruder = make_node_key(tmp_path / "keys", "intruder")
-    with Deployment(tmp_path, tls) as deployment:
+    with Deployment(tmp_path, tls, supernode_threads=1) as deployment:
         deployment.start_superlink()
         registered_id = deployment.register(registered)
         process = deployment.start_supernode("intruder", intruder, partition_id=0, num_partitions=1)
+        assert psutil.Process(process.pid).environ()["OMP_NUM_THREADS"] == "1"  # its ClientApps inherit it
         superlink_pid = deployment.processes[0][1].pid
         returncode = process.wait(timeout=30)
         nodes = deployment.nodes()
