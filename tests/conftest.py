@@ -120,14 +120,33 @@ def three_domain_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def two_domain_folder(three_domain_folder: Path, tmp_path: Path) -> Path:
-    """Two of the three digit domains: data.name="imagefolder" splits it into exactly 2 clients."""
-    root = tmp_path / "two-domains"
+def link_two_domains(three_domain_folder: Path, root: Path) -> Path:
+    """`root` with links to two of the three digit domains: data.name="imagefolder" splits it into 2 clients."""
     root.mkdir()
     for name in sorted(p.name for p in three_domain_folder.iterdir())[:2]:
         (root / name).symlink_to(three_domain_folder / name)
     return root
+
+
+@pytest.fixture
+def two_domain_folder(three_domain_folder: Path, tmp_path: Path) -> Path:
+    """Two of the three digit domains: data.name="imagefolder" splits it into exactly 2 clients."""
+    return link_two_domains(three_domain_folder, tmp_path / "two-domains")
+
+
+@pytest.fixture(scope="session")
+def warmfed_run_on_two_folders(three_domain_folder: Path, tmp_path_factory: pytest.TempPathFactory,
+                               ray_cluster: None) -> Path:
+    """The directory of one finished WarmFed one-shot run on two image-folder domains (2 SuperNodes, the smoke
+    budgets) with its adapters kept. Tests that only read such a run share it: each run costs about 20 s."""
+    work = tmp_path_factory.mktemp("warmfed-run-on-two-folders")
+    root = link_two_domains(three_domain_folder, work / "two-domains")
+    config = load_preset(ROOT / "conf" / "smoke.toml") | {
+        "output-dir": str(work / "run"), "method": "warmfed", "rounds": 0, "data.name": "imagefolder",
+        "data.root": str(root), "keep-adapters": True,
+    }
+    simulate(default_client_app, 2, config)
+    return work / "run"
 
 
 @pytest.fixture
