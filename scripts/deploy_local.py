@@ -2,7 +2,7 @@
 
     python scripts/deploy_local.py --supernodes N --work-dir DIR
         [--preset conf/smoke.toml] [--run-config 'method="fedavg"'] [--output-dir DIR/run] [--timeout 600]
-        [--kill-supernode K] [--restart-supernode J]
+        [--kill-supernode K] [--restart-supernode J] [--threads-per-supernode T]
     python scripts/deploy_local.py --node-folders DIR0 DIR1 DIR2 [--isolate-node-folders] --work-dir DIR ...
 
 In DIR (which must be empty or new) it
@@ -14,7 +14,10 @@ In DIR (which must be empty or new) it
    public key with `flwr supernode register`: only these keys may connect,
 5. starts N `flower-supernode`s with the CA as root certificate, their private keys,
    `--node-config "partition-id=K num-partitions=N"` and distinct free ports, and waits until all
-   N are online. With --node-folders each SuperNode K gets its own folder as
+   N are online. Like separate machines, the SuperNodes share this machine's cores instead of each
+   taking all of them: each (and the ClientApp processes it starts) gets OMP_NUM_THREADS = cores / N,
+   at least 1 (--threads-per-supernode sets another number). Without it, N PyTorch processes with a
+   thread per core each oversubscribe the cores and every step takes many times longer. With --node-folders each SuperNode K gets its own folder as
    `data-root="DIR_K"` (the run uses data.name="node-local": each node reads its folder and
    nothing else, the server none). With --isolate-node-folders (root only) each SuperNode runs in
    a mount namespace of its own in which the other nodes' folders are hidden under empty tmpfs
@@ -131,12 +134,21 @@ def make_node_key(folder: Path, name: str) -> Path:
     return private
 
 
-class Deployment:
-    """The SuperLink and SuperNodes of one deployment; leaving the `with` block stops each of them by PID."""
+def threads_per_supernode(supernodes: int) -> int:
+    """This machine's cores shared out among `supernodes` SuperNodes, at least one thread each."""
+    return max(1, (os.cpu_count() or 1) // supernodes)
 
-    def __init__(self, work_dir: Path, tls: TlsFiles) -> None:
+
+class Deployment:
+    """The SuperLink and SuperNodes of one deployment; leaving the `with` block stops each of them by PID.
+
+    `supernode_threads`: OMP_NUM_THREADS of each SuperNode and the ClientApp processes it starts (None: the
+    environment's)."""
+
+    def __init__(self, work_dir: Path, tls: TlsFiles, supernode_threads: int | None = None) -> None:
         self.work_dir = work_dir
         self.tls = tls
+        self.supernode_threads = supernode_threads
         self.logs = work_dir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.cli_env = flower_env(work_dir / "flwr-home")
@@ -164,10 +176,13 @@ class Deployment:
     def log_path(self, name: str) -> Path:
         return self.logs / f"{name}.log"
 
-    def _start(self, name: str, command: list[str]) -> subprocess.Popen:
-        """Start a Flower process with its own FLWR_HOME (like a machine of its own); output to logs/NAME.log."""
+    def _start(self, name: str, command: list[str], threads: int | None = None) -> subprocess.Popen:
+        """Start a Flower process with its own FLWR_HOME (like a machine of its own) and, if given, `threads`
+        OpenMP threads; output to logs/NAME.log."""
         log = self.log_path(name).open("w")
         env = flower_env(self.work_dir / "homes" / name)
+        if threads is not None:
+            env |= {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=self.work_dir)
         self.processes.append((name, process, log))
         print(f"started {name} (pid {process.pid}): {' '.join(command)}", flush=True)
@@ -258,7 +273,7 @@ class Deployment:
             covers = " && ".join(f"mount -t tmpfs -o size=4k,mode=000 none {shlex.quote(str(f))}" for f in hidden)
             command = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
                        f"{covers} && exec {shlex.join(command)}"]
-        return self._start(name, command)
+        return self._start(name, command, self.supernode_threads)
 
     def visible_entries(self, name: str, folder: Path) -> list[str]:
         """What SuperNode `name` sees in `folder`, listed from inside its mount namespace."""
@@ -369,8 +384,10 @@ def deploy_and_run(
     restart_supernode: int | None = None,
     node_folders: list[Path] | None = None,
     isolate: bool = False,
+    supernode_threads: int | None = None,
 ) -> Path:
-    """Steps 1-6 of the module docstring; returns results.json. Raises DeploymentError on any failure."""
+    """Steps 1-6 of the module docstring; returns results.json. Raises DeploymentError on any failure.
+    `supernode_threads` None: the machine's cores shared out among the SuperNodes."""
     settings = Settings.from_run_config(config)
     clients = len(node_folders) if node_folders else count_clients(config)
     if clients != supernodes:
@@ -389,7 +406,9 @@ def deploy_and_run(
 
     tls = make_tls_files(work_dir / "tls")
     keys = [make_node_key(work_dir / "keys", f"supernode-{k}") for k in range(supernodes)]
-    with Deployment(work_dir, tls) as deployment:
+    threads = supernode_threads or threads_per_supernode(supernodes)
+    print(f"each SuperNode gets {threads} thread(s) of this machine's {os.cpu_count()} cores", flush=True)
+    with Deployment(work_dir, tls, supernode_threads=threads) as deployment:
         deployment.start_superlink()
         node_ids = [deployment.register(key) for key in keys]
         for partition_id, key in enumerate(keys):
@@ -456,6 +475,8 @@ def main() -> None:
                         help="fault test: kill SuperNode K after discovery, start it again once it is reported offline")
     parser.add_argument("--kill-supernode", type=int, metavar="K",
                         help="fault test: SIGKILL SuperNode K (with its processes) once the run finished discovery")
+    parser.add_argument("--threads-per-supernode", type=int, metavar="T",
+                        help="OMP_NUM_THREADS of each SuperNode and its ClientApps (default: the cores / SuperNodes)")
     args = parser.parse_args()
 
     node_folders = [folder.expanduser().resolve() for folder in args.node_folders or []]
@@ -474,6 +495,8 @@ def main() -> None:
         parser.error("give --supernodes N or --node-folders DIR ...")
     if args.supernodes < 1:
         parser.error("--supernodes must be at least 1")
+    if args.threads_per_supernode is not None and args.threads_per_supernode < 1:
+        parser.error("--threads-per-supernode must be at least 1")
     if args.kill_supernode is not None and args.kill_supernode == args.restart_supernode:
         parser.error("--kill-supernode and --restart-supernode must name two different SuperNodes")
     for flag, victim in (("--kill-supernode", args.kill_supernode), ("--restart-supernode", args.restart_supernode)):
@@ -500,7 +523,7 @@ def main() -> None:
         check_tools(flower_env(work_dir / "flwr-home"))
         results = deploy_and_run(
             work_dir, args.supernodes, config, args.timeout, args.kill_supernode, args.restart_supernode, node_folders,
-            args.isolate_node_folders
+            args.isolate_node_folders, args.threads_per_supernode
         )
     except (DeploymentError, ConfigError, RunFailedError) as error:
         sys.exit(f"deployment failed: {error}")

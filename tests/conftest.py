@@ -10,10 +10,12 @@ from typing import Any, Callable
 
 import psutil
 import pytest
+import ray
 from flwr.app import Context, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common.config import get_fused_config_from_dir
 from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
+from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
 from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
 from flwr.simulation.run_simulation import _run_simulation
 from flwr.supercore.constant import NOOP_FEDERATION_ID
@@ -43,6 +45,19 @@ def flower_environment(tmp_path_factory: pytest.TempPathFactory) -> None:
     patch.undo()
 
 
+BACKEND_CONFIG = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0}}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> None:
+    """One local Ray cluster for every in-process simulation of the session, started as Flower's RayBackend
+    starts it. The backend starts Ray for a run only where none is running, but shuts it down after every
+    run; starting and stopping it again costs seconds per simulation on two cores, so `simulate` keeps it."""
+    RayBackend(BACKEND_CONFIG)  # ray.init with Flower's arguments (PYTHONPATH for the workers, no dashboard)
+    yield
+    ray.shutdown()
+
+
 def simulate(client_app: ClientApp, num_supernodes: int, overrides: dict[str, Any]) -> None:
     """The real ServerApp and `client_app` in a Ray simulation in this process, with the run config `flwr run`
     would give both: pyproject.toml's `[tool.flwr.app.config]` fused with `overrides` by Flower itself.
@@ -58,21 +73,24 @@ def simulate(client_app: ClientApp, num_supernodes: int, overrides: dict[str, An
     TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run.run_id, SUPERLINK_NODE_ID
     server_context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(),
                              run_config=get_fused_config_from_dir(ROOT, run.override_config))
-    _run_simulation(
-        num_supernodes=num_supernodes,
-        exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
-        client_app=client_app,
-        server_app=make_server_app(),
-        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
-        server_app_context=server_context,
-        app_dir=str(ROOT),  # the clients' run config: pyproject.toml here fused with the Run's overrides
-        run=run,
-        is_app=True,
-    )
+    with pytest.MonkeyPatch.context() as patch:
+        if ray.is_initialized():  # the session's cluster (`ray_cluster`): the run's end stops its workers only
+            patch.setattr(ray, "shutdown", lambda: None)
+        _run_simulation(
+            num_supernodes=num_supernodes,
+            exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
+            client_app=client_app,
+            server_app=make_server_app(),
+            backend_config=BACKEND_CONFIG,
+            server_app_context=server_context,
+            app_dir=str(ROOT),  # the clients' run config: pyproject.toml here fused with the Run's overrides
+            run=run,
+            is_app=True,
+        )
 
 
 @pytest.fixture
-def run_in_process(tmp_path: Path) -> Callable[..., dict[str, Any]]:
+def run_in_process(tmp_path: Path, ray_cluster: None) -> Callable[..., dict[str, Any]]:
     """Run the real ServerApp and a ClientApp in-process (Ray simulation, Flower's fused run config); return
     results.json."""
 
@@ -102,14 +120,33 @@ def three_domain_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def two_domain_folder(three_domain_folder: Path, tmp_path: Path) -> Path:
-    """Two of the three digit domains: data.name="imagefolder" splits it into exactly 2 clients."""
-    root = tmp_path / "two-domains"
+def link_two_domains(three_domain_folder: Path, root: Path) -> Path:
+    """`root` with links to two of the three digit domains: data.name="imagefolder" splits it into 2 clients."""
     root.mkdir()
     for name in sorted(p.name for p in three_domain_folder.iterdir())[:2]:
         (root / name).symlink_to(three_domain_folder / name)
     return root
+
+
+@pytest.fixture
+def two_domain_folder(three_domain_folder: Path, tmp_path: Path) -> Path:
+    """Two of the three digit domains: data.name="imagefolder" splits it into exactly 2 clients."""
+    return link_two_domains(three_domain_folder, tmp_path / "two-domains")
+
+
+@pytest.fixture(scope="session")
+def warmfed_run_on_two_folders(three_domain_folder: Path, tmp_path_factory: pytest.TempPathFactory,
+                               ray_cluster: None) -> Path:
+    """The directory of one finished WarmFed one-shot run on two image-folder domains (2 SuperNodes, the smoke
+    budgets) with its adapters kept. Tests that only read such a run share it: each run costs about 20 s."""
+    work = tmp_path_factory.mktemp("warmfed-run-on-two-folders")
+    root = link_two_domains(three_domain_folder, work / "two-domains")
+    config = load_preset(ROOT / "conf" / "smoke.toml") | {
+        "output-dir": str(work / "run"), "method": "warmfed", "rounds": 0, "data.name": "imagefolder",
+        "data.root": str(root), "keep-adapters": True,
+    }
+    simulate(default_client_app, 2, config)
+    return work / "run"
 
 
 @pytest.fixture

@@ -71,12 +71,9 @@ def test_fedavg_in_process_clients_read_their_settings_from_the_run_config(run_i
     assert results["failures"] == []
 
 
-def test_warmfed_with_two_clients_records_adapters_pool_and_both_accuracies(
-    run_in_process, two_domain_folder, tmp_path
-):
-    results = run_in_process(
-        {"method": "warmfed", "rounds": 0, "data.name": "imagefolder", "data.root": str(two_domain_folder)}, num_supernodes=2
-    )
+def test_warmfed_with_two_clients_records_adapters_pool_and_both_accuracies(warmfed_run_on_two_folders, tmp_path):
+    run_dir = warmfed_run_on_two_folders
+    results = json.loads((run_dir / "results.json").read_text())
     assert results["failures"] == []
     assert [p["name"] for p in results["phases"]] == ["discover", "lora", "warmstart-generate", "warmstart-train", "dsd"]
     assert_accuracies(results["clients"], [0, 1], ["global_acc", "personal_acc"])
@@ -85,7 +82,6 @@ def test_warmfed_with_two_clients_records_adapters_pool_and_both_accuracies(
         assert client["details"]["synthetic_images"] == 20
         assert client["bytes_up"] > client["details"]["adapter_bytes"]
     # The pool of an image-folder run is kept as uint8, like the files; plot_samples.py adds the real rows
-    run_dir = tmp_path / "run"
     (pool_file,) = (run_dir / ARTIFACTS_DIR).glob("pool-*.safetensors")
     assert {str(array.dtype) for array in load_file(str(pool_file)).values()} == {"uint8", "int64"}
     subprocess.run([sys.executable, str(ROOT / "scripts" / "plot_samples.py"), "--run", str(run_dir), "--out",

@@ -5,6 +5,7 @@ scripts' and tests' at least in the test extra."""
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import re
 import sys
@@ -39,9 +40,15 @@ def third_party(names: set[str]) -> set[str]:
     return {name for name in names if name not in sys.stdlib_module_names and name not in local and name != "__future__"}
 
 
+@functools.cache
+def module_providers() -> dict[str, list[str]]:
+    """Top-level module -> the installed distributions providing it (a scan of every installed package)."""
+    return importlib.metadata.packages_distributions()
+
+
 def distributions(module: str) -> set[str]:
     """The normalised names of the installed distributions that provide `module`."""
-    providers = importlib.metadata.packages_distributions().get(module, [])
+    providers = module_providers().get(module, [])
     assert providers, f"no installed distribution provides the imported module {module!r}"
     return {re.sub(r"[-_.]+", "-", name).lower() for name in providers}
 

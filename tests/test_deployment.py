@@ -1,9 +1,9 @@
 """scripts/deploy_local.py: a TLS SuperLink with SuperNode authentication on loopback, real SuperNodes, `flwr run`,
 and SuperNodes that each hold only their own image folder.
 
-The run test also kills one of its three SuperNodes after discovery and kills and restarts another: the
-same deployment shows that a run goes on without a dead SuperNode and asks a restarted one again (one
-test instead of three, because each deployment costs a minute or two).
+The TLS run also kills one of its three SuperNodes after discovery and kills and restarts another: the same
+deployment shows that a run goes on without a dead SuperNode and asks a restarted one again. It runs at the same
+time as the deployment on the nodes' own folders: each deployment costs a minute or two, most of it waiting.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ import shutil
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import psutil
-import pytest
 from safetensors.numpy import load_file
 
 from deploy_local import Deployment, make_node_key, make_tls_files  # scripts/ is on pytest's pythonpath
@@ -46,14 +46,10 @@ def _run_script(args: list[str], timeout: float) -> tuple[int, str]:
     return process.returncode, output
 
 
-def test_three_authenticated_supernodes_over_tls_complete_a_run_one_dying_one_restarted(three_domain_folder, tmp_path):
-    """After discovery SuperNode 1 dies for good and SuperNode 2 dies and is started again with its key."""
-    work = tmp_path / "deploy"
-    overrides = (f'method="fedavg" rounds=1 min-clients=2 retry-wait=20 data.name="imagefolder" '
-                 f'data.root="{three_domain_folder}"')
-    returncode, output = _run_script(["--supernodes", "3", "--work-dir", str(work), "--run-config", overrides,
-                                      "--kill-supernode", "1", "--restart-supernode", "2"], timeout=500)
+def check_the_run_with_a_dying_and_a_restarted_supernode(returncode: int, output: str, work: Path) -> None:
+    """After discovery SuperNode 1 died for good and SuperNode 2 died and was started again with its key."""
     assert returncode == 0, output[-5000:]
+    assert f"each SuperNode gets {max(1, os.cpu_count() // 3)} thread(s)" in output  # the cores shared out
     assert re.search(r"^killed supernode-1 \(pid \d+\)", output, flags=re.MULTILINE)
     assert re.search(r"^restarted supernode-2 as node \d+", output, flags=re.MULTILINE)
 
@@ -84,14 +80,17 @@ def test_three_authenticated_supernodes_over_tls_complete_a_run_one_dying_one_re
     assert not any(psutil.pid_exists(pid) for pid in started)
 
 
+
+
 def test_supernode_with_an_unregistered_key_is_refused(tmp_path):
     tls = make_tls_files(tmp_path / "tls")
     registered = make_node_key(tmp_path / "keys", "registered")
     intruder = make_node_key(tmp_path / "keys", "intruder")
-    with Deployment(tmp_path, tls) as deployment:
+    with Deployment(tmp_path, tls, supernode_threads=1) as deployment:
         deployment.start_superlink()
         registered_id = deployment.register(registered)
         process = deployment.start_supernode("intruder", intruder, partition_id=0, num_partitions=1)
+        assert psutil.Process(process.pid).environ()["OMP_NUM_THREADS"] == "1"  # its ClientApps inherit it
         superlink_pid = deployment.processes[0][1].pid
         returncode = process.wait(timeout=30)
         nodes = deployment.nodes()
@@ -103,26 +102,26 @@ def test_supernode_with_an_unregistered_key_is_refused(tmp_path):
 
 
 NODE_CLASSES = (("0", "1", "2", "3", "4", "5"), ("3", "4", "5", "6", "7", "8"), ("0", "1", "2", "7", "8", "9"))
+ISOLATE = os.geteuid() == 0  # hiding the other folders takes a mount namespace per SuperNode, which needs root
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="isolating SuperNodes in mount namespaces needs root")
-def test_supernodes_with_only_their_own_folders_complete_a_run(three_domain_folder, tmp_path):
-    """Three SuperNodes, each with its own folder of other classes, none able to see the others' folders."""
+def node_folders(three_domain_folder: Path, root: Path) -> list[Path]:
+    """Three hospitals' folders, each a domain of its own with six classes, no two with the same six."""
     domains = sorted(p.name for p in three_domain_folder.iterdir())
     folders = []
     for k, (domain, classes) in enumerate(zip(domains, NODE_CLASSES)):
-        folder = tmp_path / "nodes" / f"hospital-{k}"
+        folder = root / f"hospital-{k}"
         for name in classes:
             shutil.copytree(three_domain_folder / domain / name, folder / name)
         folders.append(folder)
-    work = tmp_path / "deploy"
-    returncode, output = _run_script(
-        ["--work-dir", str(work), "--node-folders", *map(str, folders), "--isolate-node-folders",
-         "--run-config", "method=\"warmfed\" rounds=0 min-clients=3"], timeout=600,
-    )
+    return folders
+
+
+def check_the_run_on_own_folders(returncode: int, output: str, work: Path, folders: list[Path]) -> None:
+    """Three SuperNodes, each with its own folder of other classes, none able to see the others' folders."""
     assert returncode == 0, output[-5000:]
     for k, folder in enumerate(folders):
-        assert f"supernode-{k} sees its own folder {folder} and nothing of the 2 others" in output
+        assert (f"supernode-{k} sees its own folder {folder} and nothing of the 2 others" in output) == ISOLATE
 
     results = json.loads((work / "run" / "results.json").read_text())
     assert results["dataset"] == "node-local" and results["failures"] == []
@@ -134,3 +133,26 @@ def test_supernodes_with_only_their_own_folders_complete_a_run(three_domain_fold
     pool = load_file(str(pool_file))
     for k, classes in enumerate(NODE_CLASSES):
         assert {str(label) for label in np.unique(pool[f"labels-{k}"])} == set(classes)
+
+
+def test_two_deployments_at_once_tls_with_a_dying_and_a_restarted_supernode_and_nodes_with_own_folders(
+    three_domain_folder, tmp_path
+):
+    """Two federations on loopback at the same time, each with its own SuperLink and three SuperNodes: (1) TLS and
+    SuperNode authentication, FedAvg 1 round on a shared image folder, SuperNode 1 killed for good after discovery
+    and SuperNode 2 killed and restarted; (2) WarmFed on three SuperNodes that each hold only their own folder (other
+    classes each) and, as root, cannot see the others'. Both mostly wait (a SuperLink notices a dead SuperNode after
+    about 60 s of missed heartbeats; Flower polls every 3 s), so running them side by side costs little more than
+    the longer one: each took 1.5-2.5 minutes alone."""
+    faulty_work, own_work = tmp_path / "deploy-faults", tmp_path / "deploy-own-folders"
+    folders = node_folders(three_domain_folder, tmp_path / "nodes")
+    overrides = (f'method="fedavg" rounds=1 min-clients=2 retry-wait=25 data.name="imagefolder" '
+                 f'data.root="{three_domain_folder}"')
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        faulty = pool.submit(_run_script, ["--supernodes", "3", "--work-dir", str(faulty_work), "--run-config",
+                                           overrides, "--kill-supernode", "1", "--restart-supernode", "2"], 500)
+        own = pool.submit(_run_script, ["--work-dir", str(own_work), "--node-folders", *map(str, folders),
+                                        *(["--isolate-node-folders"] if ISOLATE else []),
+                                        "--run-config", "method=\"warmfed\" rounds=0 min-clients=3"], 600)
+    check_the_run_with_a_dying_and_a_restarted_supernode(*faulty.result(), faulty_work)
+    check_the_run_on_own_folders(*own.result(), own_work, folders)

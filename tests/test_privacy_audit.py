@@ -38,10 +38,8 @@ def test_an_adapter_fitted_hard_on_a_few_images_gives_its_members_away():
     assert attack > 0.65 and attack > base + 0.2  # measured 0.71 against the base's 0.45 (it saw neither group)
 
 
-def test_a_finished_run_is_audited_per_client(run_in_process, tmp_path: Path):
-    run_dir = tmp_path / "run"
-    run_in_process({"method": "warmfed", "rounds": 0, "keep-adapters": True, "output-dir": str(run_dir)}, num_supernodes=2)
-    report = audit(run_dir, tmp_path / "privacy")
+def test_a_finished_run_is_audited_per_client(warmfed_run_on_two_folders: Path, tmp_path: Path):
+    report = audit(warmfed_run_on_two_folders, tmp_path / "privacy")
     assert set(report["clients"]) == {"0", "1"}
     for numbers in report["clients"].values():
         assert 0.0 <= numbers["pixels"]["near_copy_share"] <= 1.0 and numbers["features"]["ratio_median"] > 0
