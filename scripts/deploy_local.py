@@ -17,11 +17,11 @@ In DIR (which must be empty or new) it
    N are online. Like separate machines, the SuperNodes share this machine's cores instead of each
    taking all of them: each (and the ClientApp processes it starts) gets OMP_NUM_THREADS = cores / N,
    at least 1 (--threads-per-supernode sets another number). Without it, N PyTorch processes with a
-   thread per core each oversubscribe the cores and every step takes many times longer. With --node-folders each SuperNode K gets its own folder as
-   `data-root="DIR_K"` (the run uses data.name="node-local": each node reads its folder and
-   nothing else, the server none). With --isolate-node-folders (root only) each SuperNode runs in
-   a mount namespace of its own in which the other nodes' folders are hidden under empty tmpfs
-   mounts, as on separate machines; the script checks, through each node's namespace, that the
+   thread per core each oversubscribe the cores and every step takes many times longer. With
+   --node-folders each SuperNode K gets its own folder as `data-root="DIR_K"` (the run uses
+   data.name="node-local": each node reads its folder and nothing else, the server none). With
+   --isolate-node-folders (root only) each SuperNode runs in a mount namespace of its own in which
+   the other nodes' folders are hidden under empty tmpfs mounts, as on separate machines; the script checks, through each node's namespace, that the
    node sees its own folder and none of the others',
 
 6. runs `flwr run <app> local-tls --stream --run-config <config>` and checks that `flwr list` says

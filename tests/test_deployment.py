@@ -22,7 +22,8 @@ import numpy as np
 import psutil
 from safetensors.numpy import load_file
 
-from deploy_local import Deployment, make_node_key, make_tls_files  # scripts/ is on pytest's pythonpath
+# scripts/ is on pytest's pythonpath
+from deploy_local import Deployment, make_node_key, make_tls_files, threads_per_supernode
 from expect import assert_accuracies
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +50,7 @@ def _run_script(args: list[str], timeout: float) -> tuple[int, str]:
 def check_the_run_with_a_dying_and_a_restarted_supernode(returncode: int, output: str, work: Path) -> None:
     """After discovery SuperNode 1 died for good and SuperNode 2 died and was started again with its key."""
     assert returncode == 0, output[-5000:]
-    assert f"each SuperNode gets {max(1, os.cpu_count() // 3)} thread(s)" in output  # the cores shared out
+    assert f"each SuperNode gets {threads_per_supernode(3)} thread(s)" in output  # the cores shared out
     assert re.search(r"^killed supernode-1 \(pid \d+\)", output, flags=re.MULTILINE)
     assert re.search(r"^restarted supernode-2 as node \d+", output, flags=re.MULTILINE)
 
@@ -78,8 +79,6 @@ def check_the_run_with_a_dying_and_a_restarted_supernode(returncode: int, output
     stopped = [int(pid) for pid in re.findall(r"^stopped \S+ \(pid (\d+),", output, flags=re.MULTILINE)]
     assert len(started) == 5 and sorted(stopped) == sorted(started)
     assert not any(psutil.pid_exists(pid) for pid in started)
-
-
 
 
 def test_supernode_with_an_unregistered_key_is_refused(tmp_path):

@@ -43,8 +43,8 @@ def test_run_completes_without_a_crashing_and_a_hanging_client_in_each_phase(run
         client_app=app,
     )
     failures = {(f["phase"], f["partition_id"]): f["reason"] for f in results["failures"]}
-    assert set(failures) == {(phase, pid) for faulty in (CRASHING, HANGING)
-                             for message_type, pid in faulty.items() for phase in [PHASES[message_type]]}
+    assert set(failures) == {(PHASES[message_type], pid) for faulty in (CRASHING, HANGING)
+                             for message_type, pid in faulty.items()}
     for message_type, phase in PHASES.items():
         crash = failures[(phase, CRASHING[message_type])]
         assert crash.startswith("client error:") and f"simulated crash in {message_type}" in crash
