@@ -21,8 +21,9 @@ In DIR (which must be empty or new) it
    --node-folders each SuperNode K gets its own folder as `data-root="DIR_K"` (the run uses
    data.name="node-local": each node reads its folder and nothing else, the server none). With
    --isolate-node-folders (root only) each SuperNode runs in a mount namespace of its own in which
-   the other nodes' folders are hidden under empty tmpfs mounts, as on separate machines; the script checks, through each node's namespace, that the
-   node sees its own folder and none of the others',
+   the other nodes' folders are hidden under empty tmpfs mounts, as on separate machines; the
+   script checks, through each node's namespace, that the node sees its own folder and none of
+   the others',
 
 6. runs `flwr run <app> local-tls --stream --run-config <config>` and checks that `flwr list` says
    finished:completed and that results.json was written.
