@@ -17,6 +17,7 @@ from flwr.common.config import get_fused_config_from_dir
 from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
 from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
 from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+from flwr.simulation.ray_transport.ray_actor import BasicActorPool
 from flwr.simulation.run_simulation import _run_simulation
 from flwr.supercore.constant import NOOP_FEDERATION_ID
 from flwr.supercore.run import Run
@@ -55,7 +56,32 @@ def ray_cluster() -> None:
     run; starting and stopping it again costs seconds per simulation on two cores, so `simulate` keeps it."""
     RayBackend(BACKEND_CONFIG)  # ray.init with Flower's arguments (PYTHONPATH for the workers, no dashboard)
     yield
+    IDLE_WORKERS.clear()
     ray.shutdown()
+
+
+# The session's Ray workers (Flower's ClientAppActors) between in-process simulations. A worker is a process that
+# runs whatever ClientApp each message brings (Flower passes the app with the message), so a run can take over the
+# workers the last one left: a fresh worker spends about 6 s of the two cores importing torch, Flower and the
+# app, loading the data and the tiny base model, before its first message. A worker that died during a run was
+# replaced by `warmfed_flwr.runtime.ray_workers`, so the workers a run leaves are alive.
+IDLE_WORKERS: list[Any] = []
+
+
+def take_workers(pool: BasicActorPool, num_actors: int) -> None:
+    """BasicActorPool.add_actors_to_pool, taking the session's idle workers before it starts new ones."""
+    for _ in range(num_actors):
+        pool.pool.append(IDLE_WORKERS.pop() if IDLE_WORKERS else pool.create_actor_fn())
+    pool.num_actors += num_actors
+
+
+def keep_workers(pool: BasicActorPool) -> None:
+    """BasicActorPool.terminate_all_actors, keeping the run's idle workers for the next run of the session; a worker
+    still busy with a message nobody waits for any more is stopped, so that it holds none of the cluster's CPUs."""
+    IDLE_WORKERS.extend(pool.pool)
+    pool.pool = []
+    for busy in pool._future_to_actor.values():
+        ray.kill(busy)
 
 
 def simulate(client_app: ClientApp, num_supernodes: int, overrides: dict[str, Any]) -> None:
@@ -74,8 +100,10 @@ def simulate(client_app: ClientApp, num_supernodes: int, overrides: dict[str, An
     server_context = Context(run_id=run.run_id, node_id=0, node_config={}, state=RecordDict(),
                              run_config=get_fused_config_from_dir(ROOT, run.override_config))
     with pytest.MonkeyPatch.context() as patch:
-        if ray.is_initialized():  # the session's cluster (`ray_cluster`): the run's end stops its workers only
+        if ray.is_initialized():  # the session's cluster (`ray_cluster`) and its workers stay for the next run
             patch.setattr(ray, "shutdown", lambda: None)
+            patch.setattr(BasicActorPool, "add_actors_to_pool", take_workers)
+            patch.setattr(BasicActorPool, "terminate_all_actors", keep_workers)
         _run_simulation(
             num_supernodes=num_supernodes,
             exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE,
