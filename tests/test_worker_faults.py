@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable
 
 from flwr.app import Context, Message
 
 from warmfed_flwr.client import HANDLERS, Handler, build_client_app, partition_id
+from warmfed_flwr.runtime.ray_workers import replace_dead_worker
 
 SCARCE = {"data.clients-per-domain": 5, "data.min-train-images": 5, "min-clients": 20, "rounds": 0, "timeout": 120.0}
 SIXTY = {"data.clients-per-domain": 15, "data.min-train-images": 5, "min-clients": 50, "rounds": 0, "timeout": 300.0}
@@ -67,3 +69,27 @@ def test_sixty_clients_six_raising_in_lora_are_recorded_and_not_retried(run_in_p
     adapters = {c["partition_id"] for c in results["clients"] if "adapter_bytes" in c["details"]}
     assert adapters == set(range(60)) - raising
     assert all(c["personal_acc"] is not None for c in results["clients"])  # DSD also for clients without adapter
+
+
+class FakeWorker:
+    """What `replace_dead_worker` reads of a Ray actor handle: its id."""
+
+    def __init__(self, hex_id: str) -> None:
+        self._actor_id = SimpleNamespace(hex=lambda: hex_id)
+
+
+class TakenMeanwhile(list):
+    """A pool list from which another thread takes the dead worker between the search and the removal."""
+
+    def remove(self, worker: object) -> None:
+        raise ValueError(worker)
+
+
+def test_a_dead_worker_is_swapped_by_identity_unless_another_thread_took_it() -> None:
+    pool = SimpleNamespace(pool=[FakeWorker("a"), FakeWorker("b")], create_actor_fn=lambda: FakeWorker("fresh"))
+    assert replace_dead_worker(pool, "a")
+    assert [worker._actor_id.hex() for worker in pool.pool] == ["b", "fresh"]
+    assert not replace_dead_worker(pool, "gone")
+    pool.pool = TakenMeanwhile(pool.pool)
+    assert not replace_dead_worker(pool, "b")  # its taker's message fails and that thread replaces it
+    assert [worker._actor_id.hex() for worker in pool.pool] == ["b", "fresh"]

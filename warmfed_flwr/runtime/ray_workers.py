@@ -24,10 +24,18 @@ _MARK = "_warmfed_replaces_dead_workers"
 
 
 def replace_dead_worker(pool: Any, dead_actor_id: str) -> bool:
-    """Swap the pool's idle actor with id `dead_actor_id` (hex) for a freshly created one; False if not there."""
-    for index, actor in enumerate(list(pool.pool)):
+    """Swap the pool's idle actor with id `dead_actor_id` (hex) for a freshly created one; False if not there.
+
+    Other threads take actors from the pool meanwhile, so the dead one is removed by identity (one
+    atomic list operation): if another thread took it first, its message fails too and that thread
+    replaces it."""
+    for actor in list(pool.pool):
         if actor._actor_id.hex() == dead_actor_id:  # Ray keeps an actor handle's id only here
-            pool.pool[index] = pool.create_actor_fn()
+            try:
+                pool.pool.remove(actor)
+            except ValueError:
+                return False
+            pool.pool.append(pool.create_actor_fn())
             return True
     return False
 
