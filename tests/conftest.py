@@ -60,28 +60,41 @@ def ray_cluster() -> None:
     ray.shutdown()
 
 
-# The session's Ray workers (Flower's ClientAppActors) between in-process simulations. A worker is a process that
-# runs whatever ClientApp each message brings (Flower passes the app with the message), so a run can take over the
-# workers the last one left: a fresh worker spends about 6 s of the two cores importing torch, Flower and the
-# app, loading the data and the tiny base model, before its first message. A worker that died during a run was
-# replaced by `warmfed_flwr.runtime.ray_workers`, so the workers a run leaves are alive.
-IDLE_WORKERS: list[Any] = []
+# The session's Ray workers (Flower's ClientAppActors) between in-process simulations, by the resources they hold. A
+# worker is a process that runs whatever ClientApp each message brings (Flower passes the app with the message), so
+# a run can take over the workers the last one left: a fresh worker spends about 6 s of the two cores importing
+# torch, Flower and the app, loading the data and the tiny base model, before its first message. Flower's engine
+# waits for every message in flight before it ends a run, so the workers a run leaves are idle.
+IDLE_WORKERS: dict[tuple, list[Any]] = {}
+
+
+def resources_key(pool: BasicActorPool) -> tuple:
+    return tuple(sorted(pool.client_resources.items()))
+
+
+def alive(worker: Any) -> bool:
+    """Whether a kept worker still answers (one that died while idle was never replaced)."""
+    try:
+        ray.get(worker.__ray_ready__.remote(), timeout=10)
+        return True
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        return False
 
 
 def take_workers(pool: BasicActorPool, num_actors: int) -> None:
     """BasicActorPool.add_actors_to_pool, taking the session's idle workers before it starts new ones."""
+    idle = [worker for worker in IDLE_WORKERS.pop(resources_key(pool), []) if alive(worker)]
     for _ in range(num_actors):
-        pool.pool.append(IDLE_WORKERS.pop() if IDLE_WORKERS else pool.create_actor_fn())
+        pool.pool.append(idle.pop() if idle else pool.create_actor_fn())
     pool.num_actors += num_actors
+    for surplus in idle:
+        ray.kill(surplus)
 
 
 def keep_workers(pool: BasicActorPool) -> None:
-    """BasicActorPool.terminate_all_actors, keeping the run's idle workers for the next run of the session; a worker
-    still busy with a message nobody waits for any more is stopped, so that it holds none of the cluster's CPUs."""
-    IDLE_WORKERS.extend(pool.pool)
+    """BasicActorPool.terminate_all_actors, keeping the run's workers for the next run of the session."""
+    IDLE_WORKERS.setdefault(resources_key(pool), []).extend(pool.pool)
     pool.pool = []
-    for busy in pool._future_to_actor.values():
-        ray.kill(busy)
 
 
 def simulate(client_app: ClientApp, num_supernodes: int, overrides: dict[str, Any]) -> None:
