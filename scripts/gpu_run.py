@@ -47,8 +47,10 @@ from sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 SD_TESTS = ("tests/test_generative_sd.py", "tests/test_stable_diffusion_run.py")
-# nominal dense fp16/bf16 tensor-core peaks (FLOP/s), by a name nvidia-smi reports
-NOMINAL_FP16_PEAKS = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+# nominal dense fp16/bf16 tensor-core peaks (FLOP/s), by the start of the name torch reports
+NOMINAL_FP16_PEAKS = {"NVIDIA H100 80GB HBM3": 989.4e12, "NVIDIA H100 PCIe": 756.5e12, "NVIDIA H200": 989.4e12,
+                      "NVIDIA A100": 312e12}
+SD_TESTS_TIMEOUT = 240  # seconds
 MATMUL_SIZE = {"cuda": 8192, "cpu": 1024}
 
 
@@ -61,6 +63,7 @@ class RunShape:
     clients_per_domain: int
     gpus_per_client: float
     lora_steps: int
+    lora_batch_size: int
     images_per_client: int
     generate_steps: int
 
@@ -82,12 +85,13 @@ class Sizes:
 
 FULL = Sizes(
     resolution=512, classes=10, per_class=10, classifier_size=224,
-    runs=(RunShape("4-clients", 4, 1, 0.25, lora_steps=20, images_per_client=40, generate_steps=30),
-          RunShape("60-clients", 6, 10, 0.1, lora_steps=5, images_per_client=5, generate_steps=30)),
+    runs=(RunShape("4-clients", 4, 1, 0.25, lora_steps=20, lora_batch_size=4, images_per_client=40, generate_steps=30),
+          # ten fits share the GPU at once: batch 1 keeps each well under a tenth of its memory
+          RunShape("60-clients", 6, 10, 0.1, lora_steps=5, lora_batch_size=1, images_per_client=5, generate_steps=10)),
 )
 SMALL = Sizes(  # one run of 2 domains x 2 clients: the same code paths in a minute on two cores
     resolution=16, classes=3, per_class=6, classifier_size=16,
-    runs=(RunShape("4-clients", 2, 2, 0.0, lora_steps=2, images_per_client=3, generate_steps=2),),
+    runs=(RunShape("4-clients", 2, 2, 0.0, lora_steps=2, lora_batch_size=4, images_per_client=3, generate_steps=2),),
 )
 GUIDANCE = 7.5  # Stable Diffusion's usual scale: every sampler step runs the UNet twice
 
@@ -105,12 +109,18 @@ class GpuSampler:
         if not self.available:
             return
         for line in query("--query-gpu=utilization.gpu,memory.used"):
-            util, used = (float(value) for value in line.split(","))
+            try:
+                util, used = (float(value) for value in line.split(","))
+            except ValueError:  # "[N/A]" where the driver does not say
+                continue
             self.utilisation.append(util)
             self.memory_used_mib.append(used)
         for line in query("--query-compute-apps=pid,used_memory"):
-            pid_text, used_text = (value.strip() for value in line.split(","))
-            pid, used = int(pid_text), float(used_text)
+            try:
+                pid_text, used_text = (value.strip() for value in line.split(","))
+                pid, used = int(pid_text), float(used_text)
+            except ValueError:
+                continue
             try:
                 name = label(psutil.Process(pid))
             except psutil.Error:
@@ -142,7 +152,7 @@ def query(fields: str) -> list[str]:
 def device_peaks(device: torch.device, dtype: torch.dtype) -> dict[str, object]:
     """The device's name, its nominal fp16 peak where known, and the measured FLOP/s of a large matmul in `dtype`."""
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    nominal = next((peak for key, peak in NOMINAL_FP16_PEAKS.items() if key in name), None)
+    nominal = next((peak for key, peak in NOMINAL_FP16_PEAKS.items() if name.startswith(key)), None)
     size = MATMUL_SIZE[device.type]
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)
@@ -153,6 +163,9 @@ def device_peaks(device: torch.device, dtype: torch.dtype) -> dict[str, object]:
         a @ b
         synchronize(device)
         best = min(best, time.perf_counter() - started)
+    del a, b
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     return {"device": name, "nominal_fp16_flops": nominal, "measured_matmul_flops": 2 * size**3 / best}
 
 
@@ -163,7 +176,10 @@ def synchronize(device: torch.device) -> None:
 
 @torch.no_grad()
 def unit_flops(pipeline: object) -> dict[str, float]:
-    """FLOPs of one UNet denoising step of one image (with a text embedding) and of one image's VAE decode."""
+    """FLOPs of one UNet denoising step of one image (with a text embedding) and of one image's VAE decode.
+
+    PyTorch's flop counter counts matmuls, convolutions and CUDA's attention kernels; on the CPU it
+    misses the attention kernel, so `--small` counts a little less than the pipeline does."""
     unet, vae, device, dtype = pipeline.unet, pipeline.vae, pipeline.unet.device, pipeline.unet.dtype
     latent = torch.zeros(1, unet.config.in_channels, unet.config.sample_size, unet.config.sample_size,
                          device=device, dtype=dtype)
@@ -171,7 +187,7 @@ def unit_flops(pipeline: object) -> dict[str, float]:
     with FlopCounterMode(display=False) as unet_counter:
         unet(latent, torch.tensor([500], device=device), encoder_hidden_states=text)
     with FlopCounterMode(display=False) as vae_counter:
-        vae.decode(latent)
+        vae.decode(latent[:, : vae.config.latent_channels])
     return {"unet_step": unet_counter.get_total_flops(), "vae_decode": vae_counter.get_total_flops()}
 
 
@@ -183,13 +199,13 @@ def flops_per_image(unit: dict[str, float], steps: int, guidance: float) -> floa
 def run_config(shape: RunShape, sizes: Sizes, data_root: Path, pipeline_dir: Path, out_dir: Path) -> dict[str, object]:
     """WarmFed, 1 round + DSD, on the image folder with the saved pipeline, at `shape`'s cut budgets."""
     return {
-        "method": "warmfed", "rounds": 1, "seed": 0, "min-clients": 1, "timeout": 3600.0,  # failures are recorded
+        "method": "warmfed", "rounds": 1, "seed": 0, "min-clients": 1, "timeout": 300.0,  # failures are recorded
         "output-dir": str(out_dir),
         "data.name": "imagefolder", "data.root": str(data_root), "data.image-size": sizes.classifier_size,
         "data.clients-per-domain": shape.clients_per_domain, "data.min-train-images": 2,
         "model.name": "resnet18",
         "lora.backbone": "stable-diffusion", "lora.model-path": str(pipeline_dir), "lora.targets": "attention",
-        "lora.steps": shape.lora_steps, "lora.batch-size": 4,
+        "lora.steps": shape.lora_steps, "lora.batch-size": shape.lora_batch_size,
         "generate.images-per-client": shape.images_per_client, "generate.steps": shape.generate_steps,
         "generate.guidance": GUIDANCE, "generate.batch-size": shape.images_per_client,
         "server.epochs": 2, "train.local-epochs": 1, "dsd.epochs": 1,
@@ -220,7 +236,9 @@ def measured_run(shape: RunShape, config: dict[str, object], image_flops: float,
     wall = time.perf_counter() - started
     results = json.loads((out_dir / "results.json").read_text())
     phases = {phase["name"]: phase["seconds"] for phase in results["phases"]}
-    images_per_s = shape.clients * shape.images_per_client / phases["warmstart-generate"]
+    details = [client["details"] for client in results["clients"]]
+    fitted = [d["fit_seconds"] for d in details if "fit_seconds" in d]
+    images_per_s = sum(d.get("synthetic_images", 0) for d in details) / phases["warmstart-generate"]
     achieved = images_per_s * image_flops
     return {
         "shape": asdict(shape) | {"clients": shape.clients},
@@ -228,11 +246,13 @@ def measured_run(shape: RunShape, config: dict[str, object], image_flops: float,
         "phases": phases,
         "failures": results["failures"],
         "global_acc": results["averages"].get("global_acc"),
-        "lora_steps_per_s": round(shape.clients * shape.lora_steps / phases["lora"], 3),
-        "generated_images_per_s": round(images_per_s, 3),
+        # one client's fit alone (its own timer, without loading the model), and the federation's phase
+        "lora_steps_per_s_per_fit": round(shape.lora_steps * len(fitted) / sum(fitted), 3) if fitted else None,
+        "lora_steps_per_s_phase": round(shape.lora_steps * len(fitted) / phases["lora"], 3),
+        "generated_images_per_s": images_per_s,  # the server's phase: adapter loading and VAE decoding included
         "generation_flops_per_s": achieved,
-        "generation_mfu_nominal": round(achieved / peaks["nominal_fp16_flops"], 4) if peaks["nominal_fp16_flops"] else None,
-        "generation_fraction_of_matmul_peak": round(achieved / peaks["measured_matmul_flops"], 4),
+        "generation_mfu_nominal": achieved / peaks["nominal_fp16_flops"] if peaks["nominal_fp16_flops"] else None,
+        "generation_fraction_of_matmul_peak": achieved / peaks["measured_matmul_flops"],
         "gpu": gpu.summary(),
         "host_peak_pss_sum_gib": gib(host.peak_pss),
     }
@@ -241,8 +261,12 @@ def measured_run(shape: RunShape, config: dict[str, object], image_flops: float,
 def run_sd_tests(out: Path) -> int:
     """The Stable Diffusion tests, on CUDA where the machine has it; their output in pytest_sd_cuda.log."""
     with (out / "pytest_sd_cuda.log").open("w") as log:
-        return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SD_TESTS],
-                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+        try:
+            return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SD_TESTS],
+                                  cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=SD_TESTS_TIMEOUT).returncode
+        except subprocess.TimeoutExpired:
+            log.write(f"\nstopped after {SD_TESTS_TIMEOUT} s\n")
+            return -1
 
 
 def main() -> int:
@@ -256,38 +280,49 @@ def main() -> int:
     dtype = torch.float16 if device.type == "cuda" else torch.float32
     args.out.mkdir(parents=True, exist_ok=True)
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"  # `flwr` beside python
+    os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")  # ten fits share one GPU
     record: dict[str, object] = {"small": args.small, "resolution": sizes.resolution, "guidance": GUIDANCE}
     if not args.small:
         record["sd_tests_exit_code"] = run_sd_tests(args.out)
+    record["peaks"] = peaks = device_peaks(device, dtype)
     work = args.work or Path(tempfile.mkdtemp(prefix="gpu-run-"))
+    try:
+        record["runs"] = measure_runs(sizes, device, dtype, work, args.out, record)
+    finally:
+        if not args.work:
+            shutil.rmtree(work)
+    print(json.dumps(record, indent=2))
+    failed = any(run["failures"] for run in record["runs"].values())
+    return 0 if record.get("sd_tests_exit_code", 0) == 0 and not failed else 1
+
+
+def measure_runs(sizes: Sizes, device: torch.device, dtype: torch.dtype, work: Path, out: Path,
+                 record: dict[str, object]) -> dict[str, object]:
+    """The image folder and the saved pipeline under `work`, then each run; `record` is written after each run."""
     folder, pipeline_dir = work / "images", work / "pipeline"
     subprocess.run([sys.executable, str(ROOT / "scripts" / "make_image_folder.py"), "--out", str(folder),
                     "--domains", str(max(shape.domains for shape in sizes.runs)), "--classes", str(sizes.classes),
                     "--per-class", str(sizes.per_class), "--size", str(sizes.resolution)], check=True)
-    pipeline = (build_tiny_pipeline(sizes.resolution) if args.small
+    pipeline = (build_tiny_pipeline(sizes.resolution) if sizes is SMALL
                 else build_sd15_sized_pipeline(sizes.resolution, device=device))
     pipeline.to(dtype=dtype).save_pretrained(str(pipeline_dir), safe_serialization=True)
-    unit = unit_flops(pipeline)
-    del pipeline  # the runs' processes load it from disk; this one keeps no GPU memory
+    record["unit_flops"] = unit = unit_flops(pipeline)
+    del pipeline  # the runs' processes load it from disk; this one keeps only its CUDA context
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    record["unit_flops"] = unit
-    record["peaks"] = peaks = device_peaks(device, dtype)
     runs: dict[str, object] = {}
     for shape in sizes.runs:
         data_root = work / f"data-{shape.name}"
         data_root.mkdir(exist_ok=True)
         for domain in sorted(path for path in folder.iterdir() if path.is_dir())[: shape.domains]:
-            (data_root / domain.name).symlink_to(domain)
-        config = run_config(shape, sizes, data_root, pipeline_dir, args.out / "runs" / shape.name)
+            if not (data_root / domain.name).exists():
+                (data_root / domain.name).symlink_to(domain)
+        config = run_config(shape, sizes, data_root, pipeline_dir, out / "runs" / shape.name)
         image_flops = flops_per_image(unit, shape.generate_steps, GUIDANCE)
-        runs[shape.name] = measured_run(shape, config, image_flops, peaks) | {"flops_per_image": image_flops}
+        runs[shape.name] = measured_run(shape, config, image_flops, peaks=record["peaks"]) | {"flops_per_image": image_flops}
         record["runs"] = runs
-        (args.out / "gpu_run.json").write_text(json.dumps(record, indent=2) + "\n")  # nothing lost if a later run fails
-    if not args.work:
-        shutil.rmtree(work)
-    print(json.dumps(record, indent=2))
-    return 0 if record.get("sd_tests_exit_code", 0) == 0 else 1
+        (out / "gpu_run.json").write_text(json.dumps(record, indent=2) + "\n")  # nothing lost if a later run fails
+    return runs
 
 
 if __name__ == "__main__":

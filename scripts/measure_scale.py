@@ -96,14 +96,19 @@ def label(proc: psutil.Process) -> str:
     return " ".join(names) or proc.name()
 
 
-def stop_processes(flwr_home: str) -> None:
-    """Stop the SuperLink and whatever else this run left behind."""
+def stop_processes(flwr_home: str, wait_seconds: float = 30.0) -> None:
+    """Stop the SuperLink and whatever else this run left behind, and wait until they are gone (or killed)."""
+    stopping = []
     for proc in psutil.process_iter(["pid"]):
         try:
             if proc.environ().get("FLWR_HOME") == flwr_home:
                 proc.terminate()
+                stopping.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
             continue
+    _, alive = psutil.wait_procs(stopping, timeout=wait_seconds)
+    for proc in alive:
+        proc.kill()
 
 
 def gib(value: int) -> float:

@@ -39,7 +39,8 @@ def test_small_gpu_run_measures_a_whole_run_and_writes_every_figure(tmp_path: Pa
     run = record["runs"]["4-clients"]
     assert run["shape"]["clients"] == 4 and run["failures"] == []
     assert list(run["phases"]) == ["discover", "lora", "warmstart-generate", "warmstart-train", "rounds", "dsd"]
-    assert run["lora_steps_per_s"] > 0 and run["generated_images_per_s"] > 0
+    assert run["lora_steps_per_s_per_fit"] > 0 and run["lora_steps_per_s_phase"] > 0
+    assert run["generated_images_per_s"] > 0
     assert 0 < run["generation_fraction_of_matmul_peak"] < 1 and run["generation_mfu_nominal"] is None
     # the flops of one image: 2 sampler steps, each running the UNet twice (guidance 7.5), and one VAE decode
     assert run["flops_per_image"] == 4 * record["unit_flops"]["unet_step"] + record["unit_flops"]["vae_decode"]
