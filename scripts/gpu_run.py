@@ -1,19 +1,20 @@
 """Whole WarmFed runs through `flwr run` on one GPU, measured: phases, GPU memory and utilisation, throughput, MFU.
 
-    scripts/gpu_run.sh OUT            # on a GPU machine: under 8 minutes
+    scripts/gpu_run.sh OUT            # on a GPU machine: sized for under 8 minutes (not yet run on one)
     scripts/gpu_run.sh OUT --small    # a tiny pipeline and sizes on a CPU (what `make test` runs)
 
 Everything goes under OUT:
-1. (GPU only) the Stable Diffusion tests on CUDA: `tests/test_generative_sd.py` and
-   `tests/test_stable_diffusion_run.py`, their log in `pytest_sd_cuda.log`;
+1. (GPU only) the Stable Diffusion tests: `tests/test_generative_sd.py` (its backbone on CUDA) and
+   `tests/test_stable_diffusion_run.py` (its simulated clients get no GPU share, the server uses
+   CUDA), their log in `pytest_sd_cuda.log`;
 2. a seeded image folder (`scripts/make_image_folder.py`: 6 domains, 10 classes, 512 px) and a
    Stable Diffusion 1.5-sized pipeline with random weights (`sd_pipeline_factory`), saved in fp16;
 3. two whole `flwr run`s of WarmFed (1 round + DSD) at cut budgets, each with its own SuperLink
    (`warmfed_flwr.launch.run_app`): 4 clients at 0.25 GPU each, then the DomainNet-60 shape, 60
    clients (6 domains x 10) at 0.1 GPU each, to completion.
 
-For each run `gpu_run.json` records the wall time and every phase's seconds, the LoRA steps/s and
-generated images/s of the whole federation, the GPU's utilisation and memory (nvidia-smi, every
+For each run `gpu_run.json` records the wall time and every phase's seconds, the LoRA steps/s of
+one fit (its own timer) and of the whole phase, the server's generated images/s, the GPU's utilisation and memory (nvidia-smi, every
 second), each process's peak GPU memory, the host memory (as `scripts/measure_scale.py` samples it),
 and generation's MFU: the UNet and VAE-decoder FLOPs of one image (`torch.utils.flop_counter`)
 times images/s over the device's peak (its nominal dense fp16 peak where known, and the measured
