@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -43,7 +42,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from warmfed_flwr.launch import run_app
 
 # scripts/ is on sys.path when this file runs as a script
-from measure_scale import MemorySampler, gib, label, stop_processes
+from measure_scale import MemorySampler, gib, label, own_flwr_home, run_sampled
 from sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,26 +214,12 @@ def run_config(shape: RunShape, sizes: Sizes, data_root: Path, pipeline_dir: Pat
 
 def measured_run(shape: RunShape, config: dict[str, object], image_flops: float, peaks: dict[str, object]) -> dict:
     """One whole `flwr run` with the host and GPU sampled every second; its figures."""
-    flwr_home = tempfile.mkdtemp(prefix="flwr-home-")
-    os.environ["FLWR_HOME"] = flwr_home
-    host, gpu, done = MemorySampler(flwr_home), GpuSampler(), threading.Event()
-
-    def sample_every_second() -> None:
-        while not done.is_set():
-            host.sample()
-            gpu.sample()
-            time.sleep(1.0)
-
-    thread = threading.Thread(target=sample_every_second, daemon=True)
-    thread.start()
-    started = time.perf_counter()
-    try:
-        out_dir = run_app(config, ROOT, cpus_per_client=1, gpus_per_client=shape.gpus_per_client)
-    finally:
-        done.set()
-        thread.join()
-        stop_processes(flwr_home)
-    wall = time.perf_counter() - started
+    flwr_home = own_flwr_home()
+    host, gpu = MemorySampler(flwr_home), GpuSampler()
+    out_dir, wall = run_sampled(
+        lambda: run_app(config, ROOT, cpus_per_client=1, gpus_per_client=shape.gpus_per_client),
+        flwr_home, host.sample, gpu.sample,
+    )
     results = json.loads((out_dir / "results.json").read_text())
     phases = {phase["name"]: phase["seconds"] for phase in results["phases"]}
     details = [client["details"] for client in results["clients"]]

@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
@@ -111,6 +112,36 @@ def stop_processes(flwr_home: str, wait_seconds: float = 30.0) -> None:
         proc.kill()
 
 
+def own_flwr_home() -> str:
+    """A fresh FLWR_HOME for this process and the run it starts, so that the run's processes can be told apart."""
+    flwr_home = tempfile.mkdtemp(prefix="flwr-home-")
+    os.environ["FLWR_HOME"] = flwr_home
+    return flwr_home
+
+
+def run_sampled(run: Callable[[], Path], flwr_home: str, *samplers: Callable[[], None]) -> tuple[Path, float]:
+    """`run()` (a whole `flwr run` under `flwr_home`) with every sampler called once a second meanwhile; then stop
+    what the run left behind. Returns the run's directory and its wall seconds."""
+    done = threading.Event()
+
+    def sample_every_second() -> None:
+        while not done.is_set():
+            for sample in samplers:
+                sample()
+            time.sleep(1.0)
+
+    thread = threading.Thread(target=sample_every_second, daemon=True)
+    thread.start()
+    started = time.perf_counter()
+    try:
+        out_dir = run()
+    finally:
+        done.set()
+        thread.join()
+        stop_processes(flwr_home)
+    return out_dir, time.perf_counter() - started
+
+
 def gib(value: int) -> float:
     return round(value / 2**30, 2)
 
@@ -127,26 +158,11 @@ def main() -> None:
     args = parser.parse_args()
     config = requested_config(args.preset, args.run_config, args.output_dir)
     clients = count_clients(config)
-    flwr_home = tempfile.mkdtemp(prefix="flwr-home-")
-    os.environ["FLWR_HOME"] = flwr_home
+    flwr_home = own_flwr_home()
     sampler = MemorySampler(flwr_home)
-    done = threading.Event()
-
-    def sample_every_second() -> None:
-        while not done.is_set():
-            sampler.sample()
-            time.sleep(1.0)
-
-    thread = threading.Thread(target=sample_every_second, daemon=True)
-    thread.start()
-    start = time.perf_counter()
-    try:
-        out_dir = run_app(config, Path.cwd(), cpus_per_client=args.cpus_per_client)
-    finally:
-        done.set()
-        thread.join()
-        stop_processes(flwr_home)
-    wall = time.perf_counter() - start
+    out_dir, wall = run_sampled(
+        lambda: run_app(config, Path.cwd(), cpus_per_client=args.cpus_per_client), flwr_home, sampler.sample
+    )
     results = json.loads((out_dir / "results.json").read_text())
     record = {
         "preset": args.preset,
