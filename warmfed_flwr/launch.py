@@ -1,11 +1,14 @@
 """Run the app with `flwr run` (Ray simulation), sized to the data, and check that it really finished.
 
     python -m warmfed_flwr.launch [--preset conf/X.toml] [--run-config 'key=value ...'] [--output-dir DIR]
+        [--ray-address HOST:PORT]
 
 Run it from the project folder (the one holding pyproject.toml), or pass --app-dir.
 The number of simulated SuperNodes is set to the number of clients the data is split into, and on
 a machine with GPUs each client gets a GPU share computed from the GPUs and the backbone
-(warmfed_flwr/runtime/gpus.py; --gpus-per-client overrides it). Every run gets a local SuperLink of its own
+(warmfed_flwr/runtime/gpus.py; --gpus-per-client overrides it). With --ray-address (or an exported
+RAY_ADDRESS) the simulation runs on that existing Ray cluster, its clients sized from the cluster's
+nodes, and the app's code shipped to every node (warmfed_flwr/runtime/ray_cluster.py). Every run gets a local SuperLink of its own
 on free ports, never one that another run or checkout left running, and stops it at the end
 (--keep-superlink leaves it). The output directory is resolved to an absolute path before the run
 starts. `flwr run --stream` exits 0 even when the ServerApp fails, so success is judged by
@@ -26,6 +29,7 @@ from flwr.common.config import parse_config_args
 
 from warmfed_flwr.config import Settings, merge_run_config
 from warmfed_flwr.presets import load_preset
+from warmfed_flwr.runtime import ray_cluster
 from warmfed_flwr.runtime.gpus import client_gpu_share, describe, visible_gpus
 from warmfed_flwr.runtime.local_superlink import OwnSuperLink
 
@@ -105,21 +109,48 @@ def gpus_per_client_for(settings: Settings) -> float:
     return share
 
 
+def cluster_resources_for(
+    settings: Settings, address: str, app_dir: Path, cpus_per_client: int, gpus_per_client: float | None
+) -> tuple[float, dict[str, str]]:
+    """On the Ray cluster at `address`: each client's GPU share (from the GPUs of the cluster's nodes unless given)
+    and what the run's SuperLink needs in its environment. The cluster and the clients' share are printed."""
+    nodes = ray_cluster.describe_cluster(ray_cluster.check_address(address))
+    if gpus_per_client is None:
+        gpus_per_client = client_gpu_share(settings.lora.backbone, ray_cluster.cluster_gpus(nodes))
+    slots = ray_cluster.client_slots(nodes, cpus_per_client, gpus_per_client)
+    gpu_text = f" and {gpus_per_client:g} GPU" if gpus_per_client else ", no GPU"
+    if slots == 0:
+        raise ray_cluster.ClusterError(
+            f"the Ray cluster at {address} ({ray_cluster.describe_nodes(nodes)}) has no node that fits a client of "
+            f"{cpus_per_client} CPU{gpu_text}; lower --cpus-per-client or --gpus-per-client"
+        )
+    print(f"[launch] Ray cluster at {address}, {ray_cluster.describe_nodes(nodes)}; each client gets "
+          f"{cpus_per_client} CPU{gpu_text}: {slots} clients at once", flush=True)
+    return gpus_per_client, ray_cluster.simulation_environment(address, app_dir)
+
+
 def run_app(
     config: dict[str, object],
     app_dir: Path,
     cpus_per_client: int = 1,
     gpus_per_client: float | None = None,
     keep_superlink: bool = False,
+    ray_address: str | None = None,
 ) -> Path:
     """Run the app under `flwr run`; return the run directory, or exit non-zero if the run failed.
 
-    `gpus_per_client` None: a share computed from this machine's GPUs and the backbone. The run
+    `gpus_per_client` None: a share computed from this machine's GPUs and the backbone, or with
+    `ray_address`, from the GPUs of that Ray cluster's nodes, on which the simulation then runs. The run
     gets a local SuperLink of its own (warmfed_flwr/runtime/local_superlink.py), stopped at the end unless
     `keep_superlink`.
     """
     settings = Settings.from_run_config(config)
-    if gpus_per_client is None:
+    cluster_env: dict[str, str] = {}
+    if ray_address:
+        gpus_per_client, cluster_env = cluster_resources_for(
+            settings, ray_address, app_dir, cpus_per_client, gpus_per_client
+        )
+    elif gpus_per_client is None:
         gpus_per_client = gpus_per_client_for(settings)
     out_dir = Path(settings.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +158,9 @@ def run_app(
     config_file.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in sorted(config.items())))
     num_clients = count_clients(config)
     superlink = OwnSuperLink()
-    env = {**os.environ, **FLOWER_ENV, **superlink.env()}
+    # the SuperLink is started from PATH: this interpreter's own `flwr` first
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, **FLOWER_ENV, **superlink.env(), **cluster_env, "PATH": path}
     env.setdefault("FLWR_HOME", str(app_dir / ".flwr"))
     federation = (
         f"num-supernodes={num_clients} client-resources-num-cpus={cpus_per_client} "
@@ -148,9 +181,10 @@ def run_app(
             superlink.stop()
     results = out_dir / "results.json"
     if status != "finished:completed" or not results.exists():
+        error = json.loads(results.read_text()).get("error") if results.exists() else None
         raise RunFailedError(
             f"run did not complete: status {status}, results.json {'present' if results.exists() else 'missing'} "
-            f"in {out_dir}"
+            f"in {out_dir}" + (f"; the ServerApp stopped with {error}" if error else "")
         )
     print((out_dir / "summary.md").read_text())
     print(f"results: {results}")
@@ -170,6 +204,11 @@ def main() -> None:
         "--gpus-per-client", type=float,
         help="GPU share per client, e.g. 0.25 for 4 clients per GPU (default: from the visible GPUs and the backbone)",
     )
+    parser.add_argument(
+        "--ray-address", default=os.environ.get(ray_cluster.ADDRESS_VARIABLE) or None,
+        help="run the simulation on the existing Ray cluster at HOST:PORT (default: $RAY_ADDRESS; unset: a Ray "
+             "instance of the run's own on this machine)",
+    )
     args = parser.parse_args()
     try:
         run_app(
@@ -178,8 +217,9 @@ def main() -> None:
             args.cpus_per_client,
             args.gpus_per_client,
             args.keep_superlink,
+            args.ray_address,
         )
-    except RunFailedError as err:
+    except (RunFailedError, ray_cluster.ClusterError) as err:
         sys.exit(str(err))
 
 

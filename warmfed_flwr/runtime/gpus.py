@@ -30,8 +30,8 @@ class Gpu:
     memory_gib: float
 
 
-def visible_gpus() -> list[Gpu]:
-    """The GPUs `nvidia-smi` lists, restricted to CUDA_VISIBLE_DEVICES (indices or UUIDs) when it is set."""
+def listed_gpus() -> list[Gpu]:
+    """Every GPU `nvidia-smi` lists on this machine, whatever CUDA_VISIBLE_DEVICES says (none without nvidia-smi)."""
     if shutil.which(QUERY[0]) is None:
         return []
     listing = subprocess.run(QUERY, capture_output=True, text=True)
@@ -41,6 +41,12 @@ def visible_gpus() -> list[Gpu]:
     for line in listing.stdout.strip().splitlines():
         index, uuid, name, memory_mib = (field.strip() for field in line.split(","))
         gpus.append(Gpu(int(index), uuid, name, float(memory_mib) / 1024))
+    return gpus
+
+
+def visible_gpus() -> list[Gpu]:
+    """The GPUs `nvidia-smi` lists, restricted to CUDA_VISIBLE_DEVICES (indices or UUIDs) when it is set."""
+    gpus = listed_gpus()
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         wanted = {part.strip() for part in visible.split(",") if part.strip()}
