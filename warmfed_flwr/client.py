@@ -38,6 +38,7 @@ from warmfed_flwr.generative import ClassLabels, load_backbone
 from warmfed_flwr.generative.adapter import adapter_config
 from warmfed_flwr.generative.private import dp_budget
 from warmfed_flwr.run.transport import arrays_to_record
+from warmfed_flwr.runtime.placement import report_placement
 from warmfed_flwr.seeds import client_seed
 
 Handler = Callable[[Message, Context], Message]
@@ -116,8 +117,8 @@ HANDLERS: dict[str, Handler] = {
 
 
 def build_client_app(handlers: Mapping[str, Handler] = HANDLERS) -> ClientApp:
-    """A ClientApp with one handler per message type ('<category>.<action>')."""
-    client_app = ClientApp()
+    """A ClientApp with one handler per message type ('<category>.<action>'); every reply says where it ran."""
+    client_app = ClientApp(mods=[report_placement])
     for message_type, handler in handlers.items():
         category, action = message_type.split(".")
         getattr(client_app, category)(action)(handler)

@@ -19,6 +19,7 @@ from flwr.serverapp import Grid
 from warmfed_flwr.logs import logger
 from warmfed_flwr.run.results import RunRecorder
 from warmfed_flwr.run.transport import content_bytes
+from warmfed_flwr.runtime.placement import take_placement
 
 # Error codes of replies the infrastructure produced, not the ClientApp: such a client is asked again.
 INFRASTRUCTURE_ERRORS = {
@@ -79,7 +80,8 @@ class MeteredGrid(DelegatingGrid):
     recorded (`RunRecorder.add_retry`); the caller sees only the last attempt's reply.
 
     Records given to `send_with_every_message` (the agreed class list of a node-local run) are added
-    to every message sent from then on.
+    to every message sent from then on. Where each reply was made (runtime/placement.py) is taken out of it
+    and recorded before its bytes are counted.
     """
 
     def __init__(self, grid: Grid, recorder: RunRecorder, retries: int = 0, retry_wait: float = 60.0) -> None:
@@ -100,7 +102,7 @@ class MeteredGrid(DelegatingGrid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         replies = list(self._grid.pull_messages(message_ids))
-        self._count_up(replies)
+        self._take_in(replies)
         return replies
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
@@ -128,7 +130,7 @@ class MeteredGrid(DelegatingGrid):
             first_id |= {again.metadata.message_id: first_id[lost.metadata.reply_to_message_id] for lost, again in retried}
         for reply in replies:  # each reply answers the caller's message, whichever attempt it came from
             answers(reply, first_id.get(reply.metadata.reply_to_message_id, reply.metadata.reply_to_message_id))
-        self._count_up(replies)
+        self._take_in(replies)
         return replies
 
     def _again(self, original: Message, fault: str, attempt: int) -> Message | None:
@@ -168,8 +170,12 @@ class MeteredGrid(DelegatingGrid):
             if client is not None and is_training(msg):
                 client.bytes_down += content_bytes(msg.content)
 
-    def _count_up(self, replies: list[Message]) -> None:
+    def _take_in(self, replies: list[Message]) -> None:
+        """Record where each reply was made (taking that record out), then count its training bytes."""
         for reply in replies:
+            place = take_placement(reply)
+            if place is not None:
+                self._recorder.add_placement(reply.metadata.src_node_id, place)
             client = self._recorder.client_of_node(reply.metadata.src_node_id)
             if client is not None and is_training(reply) and not reply.has_error():
                 client.bytes_up += content_bytes(reply.content)

@@ -48,6 +48,25 @@ def _accuracy_means(clients: list[ClientResult]) -> dict[str, float | None]:
     return {name: _mean([getattr(c, name) for c in clients if getattr(c, name) is not None]) for name in names}
 
 
+def nodes_used(clients: list[ClientResult]) -> list[dict[str, Any]]:
+    """Where the run's work was done: per Ray node (or host, outside Ray) the clients it served and its processes."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for client in clients:
+        for places in client.details.get("ran_on", {}).values():
+            for place in places:
+                key = str(place.get("node_id", place["host"]))
+                node = nodes.setdefault(key, {
+                    "node_id": place.get("node_id"), "node_address": place.get("node_address"), "host": place["host"],
+                    "partitions": set(), "pids": set(),
+                })
+                node["partitions"].add(client.partition_id)
+                node["pids"].add(place["pid"])
+    return [
+        {**node, "clients": len(node["partitions"]), "partitions": sorted(node["partitions"]), "pids": sorted(node["pids"])}
+        for node in nodes.values()
+    ]
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON through a temporary file and an atomic rename, so a reader never sees half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -75,8 +94,10 @@ class RunRecorder:
         self.snapshots: list[dict[str, Any]] = []
         # what the rounds' strategy returned in its Result, by round: {"train_metrics_clientapp": {"1": {...}}, ...}
         self.strategy_metrics: dict[str, dict[str, dict[str, Any]]] = {}
+        self.error: str | None = None  # why the run stopped, when it failed
         self.snapshot_seconds = 0.0  # spent taking snapshots (warmfed_flwr/run/snapshots.py), not on the run itself
         self._node_to_partition: dict[int, int] = {}
+        self._unplaced: dict[int, list[tuple[str, dict[str, Any]]]] = {}  # placements seen before discovery named the client
         self._started = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -85,6 +106,8 @@ class RunRecorder:
         result = ClientResult(partition_id=partition_id, domain=domain, node_id=node_id, num_test=num_test)
         self.clients[partition_id] = result
         self._node_to_partition[node_id] = partition_id
+        for phase, place in self._unplaced.pop(node_id, []):
+            self.add_placement(node_id, place, phase)
         return result
 
     def client_of_node(self, node_id: int) -> ClientResult | None:
@@ -118,6 +141,24 @@ class RunRecorder:
                 "reason": reason,
             }
         )
+
+    def add_placement(self, node_id: int, place: dict[str, Any], phase: str | None = None) -> None:
+        """Record where a client's reply in `phase` (default: the current one) was made: details["ran_on"][phase]
+        lists each distinct place (Ray node id and address, host, process)."""
+        phase = phase or self.current_phase
+        client = self.client_of_node(node_id)
+        if client is None:
+            self._unplaced.setdefault(node_id, []).append((phase, place))
+            return
+        places = client.details.setdefault("ran_on", {}).setdefault(phase, [])
+        if place not in places:
+            places.append(place)
+
+    def failure_reasons(self, phase: str, limit: int = 2) -> str:
+        """The first `limit` distinct reasons why clients failed in `phase`, for an error message."""
+        reasons = list(dict.fromkeys(f["reason"][:400] for f in self.failures if f["phase"] == phase))
+        more = f" (and {len(reasons) - limit} more)" if len(reasons) > limit else ""
+        return " | ".join(reasons[:limit]) + more
 
     def clear_failures(self, phase: str, node_ids: set[int]) -> None:
         """Forget the failures of these nodes in `phase`: they answered a later attempt."""
@@ -261,11 +302,13 @@ class RunRecorder:
             "strategy_metrics": self.strategy_metrics,
             "failures": self.failures,
             "retries": self.retries,
+            "nodes": nodes_used(list(self.clients.values())),
             "snapshots": self.snapshots,
             "seconds_total": round(sum(p["seconds"] for p in self.phases), 3),
             "cached_seconds": self.cached_seconds(),
             "seconds_elapsed": round(time.perf_counter() - self._started, 3),
             "snapshot_seconds": round(self.snapshot_seconds, 3),
+            **({"error": self.error} if self.error else {}),
         }
 
     def write(self) -> None:
