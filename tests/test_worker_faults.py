@@ -6,13 +6,15 @@ from __future__ import annotations
 import os
 import signal
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Callable
+
+import pytest
 
 from flwr.app import Context, Message
 
 from warmfed_flwr.client import HANDLERS, Handler, build_client_app, partition_id
-from warmfed_flwr.runtime.ray_workers import replace_dead_worker
+from warmfed_flwr.runtime.ray_cluster import RayNode
+from warmfed_flwr.runtime.ray_workers import NoWorkersLeftError, RayCalls, WorkerPool
 
 SCARCE = {"data.clients-per-domain": 5, "data.min-train-images": 5, "min-clients": 20, "rounds": 0, "timeout": 120.0}
 SIXTY = {"data.clients-per-domain": 15, "data.min-train-images": 5, "min-clients": 50, "rounds": 0, "timeout": 300.0}
@@ -71,25 +73,63 @@ def test_sixty_clients_six_raising_in_lora_are_recorded_and_not_retried(run_in_p
     assert all(c["personal_acc"] is not None for c in results["clients"])  # DSD also for clients without adapter
 
 
-class FakeWorker:
-    """What `replace_dead_worker` reads of a Ray actor handle: its id."""
+class FakePool:
+    """What `WorkerPool` reads of Flower's BasicActorPool."""
 
-    def __init__(self, hex_id: str) -> None:
-        self._actor_id = SimpleNamespace(hex=lambda: hex_id)
-
-
-class TakenMeanwhile(list):
-    """A pool list from which another thread takes the dead worker between the search and the removal."""
-
-    def remove(self, worker: object) -> None:
-        raise ValueError(worker)
+    def __init__(self, workers: list[str]) -> None:
+        self.pool = list(workers)
+        self.num_actors = len(workers)
+        self.client_resources = {"num_cpus": 1, "num_gpus": 0.0}
+        self.create_actor_fn = lambda: "fresh"
 
 
-def test_a_dead_worker_is_swapped_by_identity_unless_another_thread_took_it() -> None:
-    pool = SimpleNamespace(pool=[FakeWorker("a"), FakeWorker("b")], create_actor_fn=lambda: FakeWorker("fresh"))
-    assert replace_dead_worker(pool, "a")
-    assert [worker._actor_id.hex() for worker in pool.pool] == ["b", "fresh"]
-    assert not replace_dead_worker(pool, "gone")
-    pool.pool = TakenMeanwhile(pool.pool)
-    assert not replace_dead_worker(pool, "b")  # its taker's message fails and that thread replaces it
-    assert [worker._actor_id.hex() for worker in pool.pool] == ["b", "fresh"]
+class FakeRay:
+    """The cluster as `WorkerPool` sees it: live nodes that can be lost, workers that come up after some polls."""
+
+    def __init__(self, nodes: list[RayNode], polls_to_start: int = 1, dies: bool = False) -> None:
+        self.live = list(nodes)
+        self.polls_to_start = polls_to_start
+        self.dies = dies
+        self.stopped: list[str] = []
+
+    def start(self, pool: FakePool) -> tuple[str, Callable[[float], str]]:
+        polls = iter(["starting"] * (self.polls_to_start - 1) + ["dead" if self.dies else "up"])
+        return pool.create_actor_fn(), lambda seconds: next(polls, "dead" if self.dies else "up")
+
+    def calls(self) -> RayCalls:
+        return RayCalls(nodes=lambda: list(self.live), start=self.start, stop=self.stopped.append)
+
+
+def two_nodes() -> list[RayNode]:
+    return [RayNode("a" * 56, "10.0.0.1", 1.0, 0.0), RayNode("b" * 56, "10.0.0.2", 1.0, 0.0)]
+
+
+def test_a_dead_worker_is_replaced_once_the_fresh_one_is_up() -> None:
+    ray, pool = FakeRay(two_nodes(), polls_to_start=3), FakePool(["w1", "w2"])
+    workers = WorkerPool(pool, ray.calls(), poll_seconds=0.0)
+    taken = workers.take()
+    workers.retire(taken).join()
+    assert ray.stopped == [taken]  # stopped for good, so that it frees its resources
+    assert pool.pool == ["w1", "fresh"] and pool.num_actors == 2 and workers.starting == 0
+
+
+def test_a_worker_lost_with_its_node_shrinks_the_pool_and_the_last_loss_names_the_node() -> None:
+    nodes = two_nodes()
+    ray, pool = FakeRay(nodes, polls_to_start=10**6), FakePool(["w1", "w2"])
+    workers = WorkerPool(pool, ray.calls(), poll_seconds=0.0)
+    worker_on_b = workers.take()
+    ray.live = [nodes[0]]  # node b is gone: the live nodes hold one worker, the pool still has one
+    workers.retire(worker_on_b).join()
+    assert pool.pool == ["w1"] and pool.num_actors == 1 and ray.stopped == [worker_on_b, "fresh"]
+    ray.live = []
+    workers.retire(workers.take()).join()
+    with pytest.raises(NoWorkersLeftError, match="nodes lost: a{8} \\(10.0.0.1\\), b{8} \\(10.0.0.2\\)"):
+        workers.take()
+
+
+def test_a_replacement_that_dies_while_starting_is_given_up() -> None:
+    ray, pool = FakeRay(two_nodes(), dies=True), FakePool(["w1"])
+    workers = WorkerPool(pool, ray.calls(), poll_seconds=0.0)
+    workers.retire(workers.take()).join()
+    with pytest.raises(NoWorkersLeftError, match="nodes lost: none"):
+        workers.take()

@@ -135,7 +135,8 @@ def run_experiment(
             run_local(run)
         else:
             run_centralized(run)
-    except BaseException:
+    except BaseException as error:
+        recorder.error = f"{type(error).__name__}: {error}"
         if recorder.tracker is not None:
             recorder.tracker.finish(recorder.to_dict(), [])  # what the run got to, before the error goes on
         raise

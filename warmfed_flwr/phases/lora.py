@@ -46,6 +46,6 @@ def collect_adapters(run: RunContext) -> list[ClientAdapter]:
     if len(good) < s.min_clients:
         raise TooFewClientsError(
             f"phase 'lora': only {len(good)} valid adapters, fewer than min-clients={s.min_clients}; "
-            "see failures in results.json"
+            f"failures: {run.recorder.failure_reasons('lora')}"
         )
     return good

@@ -106,7 +106,8 @@ class RoundsGrid(DelegatingGrid):
         good = keep_good_replies(self.recorder, f"rounds-{self.round}", messages, replies, self.timeout)
         if len(good) < self.min_clients:
             raise TooFewClientsError(
-                f"rounds round {self.round}: only {len(good)} clients answered, fewer than min-clients={self.min_clients}"
+                f"rounds round {self.round}: only {len(good)} clients answered, fewer than min-clients={self.min_clients}; "
+                f"failures: {self.recorder.failure_reasons(f'rounds-{self.round}')}"
             )
         if kind == MessageType.TRAIN:
             return self._in_partition_order(good)

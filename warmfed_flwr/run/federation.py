@@ -128,7 +128,7 @@ def send_phase(
     if len(good) < limits.min_clients:
         raise TooFewClientsError(
             f"phase '{phase}': only {len(good)} of {len(contents)} clients answered, "
-            f"fewer than min-clients={limits.min_clients}; see failures in results.json"
+            f"fewer than min-clients={limits.min_clients}; failures: {recorder.failure_reasons(phase)}"
         )
     return good
 

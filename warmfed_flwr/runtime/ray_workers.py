@@ -1,66 +1,191 @@
-"""A Ray worker that dies in a simulation is replaced, so the clients queued behind it are not lost.
+"""Ray workers that die in a simulation, alone or with their node, cost the run no client.
 
-Flower 1.42's Ray backend (`RayBackend.process_message`) puts the worker (a `ClientAppActor`) back
-into its pool even when the worker's process has died, killed by the kernel's out-of-memory
-killer for instance. Every later message the pool hands to that worker then fails with
-`ActorDiedError`: one death costs every client routed there for the rest of the run. This module
-wraps `process_message` so that a worker that died is taken out of the pool and a fresh one takes
-its place; the message that was running on it still fails (with error code UNKNOWN), and
-`run.grid.MeteredGrid` asks that client again.
+Flower 1.42's Ray backend (`RayBackend.process_message`) takes an idle worker (a `ClientAppActor`)
+from its pool, runs the message on it and puts the worker back, even when the worker's process has
+died (killed by the kernel's out-of-memory killer, or lost with its cluster node): every later
+message handed to that worker then fails. Its engine also runs one thread per worker the pool
+started with, and a thread that finds no idle worker fails its message.
 
-Installed by the ServerApp (`install()`), in the process that runs the simulation engine; it does
-nothing where Ray or Flower's Ray backend is absent (a deployment's SuperLink).
+`install()` replaces `process_message` with one that waits for an idle worker and retires a worker
+whose process is gone. A fresh worker is started in its place and joins the idle ones once it is
+up; while it waits for room, it is given no message. When the cluster's live nodes (`ray.nodes()`)
+hold no more workers than the pool still has, as when a node was lost, the fresh worker is
+cancelled and the pool goes on smaller, its threads waiting for the workers left. The message that
+was running on the dead worker still fails (error code UNKNOWN), and `run.grid.MeteredGrid` asks
+that client again. When no worker is left, every message fails with a `NoWorkersLeftError` that
+names the nodes lost since the pool was first used.
+
+Installed by the ServerApp, in the process that runs the simulation engine; it does nothing where
+Ray or Flower's Ray backend is absent (a deployment's SuperLink).
 """
 
 from __future__ import annotations
 
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 from warmfed_flwr.logs import logger
+from warmfed_flwr.runtime.ray_cluster import RayNode, client_slots, live_nodes
 
 _installed = threading.Lock()
-_MARK = "_warmfed_replaces_dead_workers"
+_sharing = threading.Lock()
+_MARK = "_warmfed_retires_dead_workers"
 
 
-def replace_dead_worker(pool: Any, dead_actor_id: str) -> bool:
-    """Swap the pool's idle actor with id `dead_actor_id` (hex) for a freshly created one; False if not there.
+class NoWorkersLeftError(RuntimeError):
+    """Every Ray worker died and the cluster's live nodes have no room for a new one."""
 
-    Other threads take actors from the pool meanwhile, so the dead one is removed by identity (one
-    atomic list operation): if another thread took it first, its message fails too and that thread
-    replaces it."""
-    for actor in list(pool.pool):
-        if actor._actor_id.hex() == dead_actor_id:  # Ray keeps an actor handle's id only here
-            try:
-                pool.pool.remove(actor)
-            except ValueError:
-                return False
-            pool.pool.append(pool.create_actor_fn())
-            return True
-    return False
+
+# How a starting worker is doing, asked with the most seconds to wait: "up", "starting" or "dead".
+WorkerWatch = Callable[[float], str]
+
+
+@dataclass(frozen=True)
+class RayCalls:
+    """What the pool asks of Ray: the live nodes, starting a worker (the worker and its watch), stopping one."""
+
+    nodes: Callable[[], list[RayNode]]
+    start: Callable[[Any], tuple[Any, WorkerWatch]]
+    stop: Callable[[Any], None]
+
+
+class WorkerPool:
+    """Flower's `BasicActorPool` (its idle workers `pool.pool`, their count `pool.num_actors`, `create_actor_fn`,
+    `client_resources`) as the engine's threads share it, with dead workers retired and replaced where there is room.
+    """
+
+    def __init__(self, pool: Any, ray_calls: RayCalls, poll_seconds: float = 2.0) -> None:
+        self.pool = pool
+        self.ray = ray_calls
+        self.poll_seconds = poll_seconds
+        self.changed = threading.Condition()
+        self.starting = 0  # fresh workers not yet up
+        self.first_nodes = {node.node_id: node for node in ray_calls.nodes()}
+
+    def room(self) -> int:
+        """How many workers with the pool's client resources the live nodes hold."""
+        resources = self.pool.client_resources
+        return client_slots(self.ray.nodes(), resources.get("num_cpus", 1), resources.get("num_gpus", 0.0))
+
+    def lost_nodes(self) -> str:
+        """The nodes alive when the pool was first used and gone now, e.g. '5169dd27 (10.0.0.2)'."""
+        alive = {node.node_id for node in self.ray.nodes()}
+        lost = [node for node_id, node in self.first_nodes.items() if node_id not in alive]
+        return ", ".join(f"{node.short_id} ({node.address})" for node in lost) or "none"
+
+    def take(self) -> Any:
+        """An idle worker, taken out of the pool; waits while all are busy or starting. NoWorkersLeftError when no
+        worker is left and none is starting."""
+        with self.changed:
+            while not self.pool.pool:
+                if self.pool.num_actors <= 0 and self.starting == 0:
+                    raise NoWorkersLeftError(
+                        f"no Ray worker is left for the clients: the workers died and the cluster's live nodes have "
+                        f"no room for one with {self.pool.client_resources} (nodes lost: {self.lost_nodes()})"
+                    )
+                self.changed.wait(timeout=1.0)
+            return self.pool.pool.pop()
+
+    def give_back(self, worker: Any) -> None:
+        """Put a worker that finished its message back among the idle ones."""
+        with self.changed:
+            self.pool.pool.append(worker)
+            self.changed.notify()
+
+    def retire(self, worker: Any) -> threading.Thread:
+        """`worker`'s process is gone (or unreachable): stop it for good, so that it frees its resources, and start a
+        fresh one in the background (`replace`, in the thread returned)."""
+        self.ray.stop(worker)
+        with self.changed:
+            self.pool.num_actors -= 1
+            self.starting += 1
+        replacing = threading.Thread(target=self.replace, name="replace-ray-worker", daemon=True)
+        replacing.start()
+        return replacing
+
+    def replace(self) -> None:
+        """Start a fresh worker and add it to the idle ones once it is up; cancel it if the live nodes fill up first."""
+        fresh, watch = self.ray.start(self.pool)
+        while True:
+            state = watch(self.poll_seconds)
+            with self.changed:
+                if state == "up":
+                    self.pool.pool.append(fresh)
+                    self.pool.num_actors += 1
+                    logger.warning("[workers] a Ray worker died; a new worker replaces it")
+                elif state == "dead" or self.room() <= self.pool.num_actors:  # no room on the live nodes: go on without
+                    self.ray.stop(fresh)
+                    logger.warning("[workers] a Ray worker died and no new one could start (nodes lost: %s); %d "
+                                   "workers go on", self.lost_nodes(), self.pool.num_actors)
+                else:
+                    continue  # starting, and there is room for it: wait on
+                self.starting -= 1
+                self.changed.notify_all()
+                return
+
+
+def _start_worker(ray: Any, pool: Any) -> tuple[Any, WorkerWatch]:
+    """A fresh worker of `pool`, and its watch: whether it answered, within the seconds given, or died."""
+    worker = pool.create_actor_fn()
+    ready = worker.__ray_ready__.remote()
+
+    def watch(seconds: float) -> str:
+        done, _ = ray.wait([ready], timeout=seconds)
+        if not done:
+            return "starting"
+        try:
+            ray.get(ready)
+        except ray.exceptions.RayActorError:
+            return "dead"
+        return "up"
+
+    return worker, watch
+
+
+def _shared_pool(backend: Any, ray_calls: RayCalls) -> WorkerPool:
+    """The backend's pool as its threads share it (made once per pool)."""
+    with _sharing:
+        shared = getattr(backend, "_warmfed_worker_pool", None)
+        if shared is None or shared.pool is not backend.pool:
+            shared = WorkerPool(backend.pool, ray_calls)
+            backend._warmfed_worker_pool = shared
+        return shared
 
 
 def install() -> None:
-    """Wrap Flower's RayBackend.process_message once per process (no-op without Ray)."""
+    """Replace Flower's RayBackend.process_message once per process (no-op without Ray)."""
     try:
         import ray
+        from flwr.common.constant import PARTITION_ID_KEY
         from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
     except ImportError:
         return
+    original = RayBackend.process_message
+    ray_calls = RayCalls(
+        nodes=lambda: live_nodes(ray.nodes()),
+        start=lambda pool: _start_worker(ray, pool),
+        stop=lambda worker: ray.kill(worker, no_restart=True),
+    )
+
+    def process_message(self: Any, message: Any, context: Any) -> Any:
+        if self.pool is None or self.app_fn is None:
+            return original(self, message, context)  # Flower's own error for a backend that was not built
+        workers = _shared_pool(self, ray_calls)
+        worker = workers.take()
+        partition = str(context.node_config[PARTITION_ID_KEY])
+        try:
+            _, reply, updated_context = ray.get(worker.run.remote(self.app_fn, message, partition, context))
+        except ray.exceptions.RayActorError:
+            workers.retire(worker)
+            raise
+        except BaseException:
+            workers.give_back(worker)
+            raise
+        workers.give_back(worker)
+        return reply, updated_context
+
+    setattr(process_message, _MARK, True)
     with _installed:
-        if getattr(RayBackend.process_message, _MARK, False):
-            return
-        original = RayBackend.process_message
-
-        def process_message(self: Any, message: Any, context: Any) -> Any:
-            try:
-                return original(self, message, context)
-            except ray.exceptions.RayActorError as error:
-                dead = getattr(error, "actor_id", None)
-                if dead and self.pool is not None and replace_dead_worker(self.pool, dead):
-                    logger.warning("[workers] a Ray worker died (%s); a new worker replaces it",
-                        type(error).__name__)
-                raise
-
-        setattr(process_message, _MARK, True)
-        RayBackend.process_message = process_message
+        if not getattr(RayBackend.process_message, _MARK, False):
+            RayBackend.process_message = process_message
