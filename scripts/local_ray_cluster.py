@@ -1,0 +1,187 @@
+"""A Ray cluster of several nodes on this one machine, to try and test the launcher's --ray-address path.
+
+    python scripts/local_ray_cluster.py [--nodes 2] [--cpus-per-node 1] [--hide-app]
+
+starts a head node and `--nodes - 1` worker nodes (`ray start --block`, each with its own ports), prints
+the address to give `python -m warmfed_flwr.launch --ray-address` (or to export as RAY_ADDRESS) and
+keeps the cluster up until Ctrl-C, then stops exactly the processes it started (never `ray stop`,
+which ends every Ray process on the machine, other runs' too).
+
+With --hide-app (root only), every worker node runs in a mount namespace of its own in which the
+project folder is an empty folder (its virtual environment stays visible at the same path), as on a
+second machine that has the same Python environment but not this app: the launcher must then ship
+the app's code to that node itself. The test of the cluster path (tests/test_ray_cluster.py) uses
+the same class, and kills a worker node mid-run as a failing cluster machine would die.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+class ClusterStartError(RuntimeError):
+    """A node did not join the cluster in time."""
+
+
+@dataclass
+class LocalRayCluster:
+    """Ray nodes on this machine: one head and worker nodes, each a `ray start --block` process group of its own.
+
+    `temp_dir` is short on purpose: Ray puts its sockets under it, and socket paths are limited to 107 bytes.
+    """
+
+    cpus_per_node: int = 1
+    temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp")))
+    port: int = field(default_factory=free_port)
+    nodes: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def _start(self, name: str, arguments: list[str], wrapper: list[str] | None = None,
+               env: dict[str, str] | None = None) -> None:
+        command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",
+                   f"--num-cpus={self.cpus_per_node}", f"--temp-dir={self.temp_dir}",
+                   f"--dashboard-agent-listen-port={free_port()}", *arguments]
+        log = (self.temp_dir / f"{name}.log").open("w")
+        environment = {k: v for k, v in (env or os.environ).items() if k != "RAY_ADDRESS"}
+        self.nodes[name] = subprocess.Popen([*(wrapper or []), *command], stdout=log, stderr=subprocess.STDOUT,
+                                            env=environment, start_new_session=True)
+
+    def start_head(self) -> None:
+        """The head node (GCS on `port`), without dashboard, its client server on a free port."""
+        self._start("head", ["--head", f"--port={self.port}", "--include-dashboard=false",
+                             f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"])
+
+    def add_node(self, name: str, hide: list[Path] | None = None, num_gpus: int = 0,
+                 path_prefix: Path | None = None) -> None:
+        """A worker node joining the head. `hide`: folders it must not see (an empty tmpfs over each, in a mount
+        namespace of its own; needs root); a virtual environment inside one of them stays visible. `num_gpus`: GPUs
+        it declares; `path_prefix`: a folder put first on its PATH (e.g. a stand-in nvidia-smi)."""
+        env = dict(os.environ)
+        if path_prefix is not None:
+            env["PATH"] = f"{path_prefix}{os.pathsep}{env['PATH']}"
+        wrapper = None
+        if hide:
+            wrapper = ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                       hiding_script(hide, Path(sys.prefix), self.temp_dir) + ' && exec "$@"', "hide"]
+        self._start(name, [f"--address={self.address}", f"--num-gpus={num_gpus}"], wrapper, env)
+
+    def wait_for_nodes(self, count: int, timeout: float = 120.0) -> None:
+        """Wait until `count` nodes are alive, as the launcher reads the cluster; ClusterStartError if a node exits."""
+        from warmfed_flwr.runtime.ray_cluster import ClusterError, describe_cluster
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for name, process in self.nodes.items():
+                if process.poll() is not None:
+                    raise ClusterStartError(f"Ray node {name} exited: {self.log(name)[-2000:]}")
+            try:
+                if len(describe_cluster(self.address)) >= count:
+                    return
+            except ClusterError:
+                pass
+            time.sleep(1.0)
+        raise ClusterStartError(f"fewer than {count} Ray nodes joined {self.address} within {timeout:g} s")
+
+    def log(self, name: str) -> str:
+        return (self.temp_dir / f"{name}.log").read_text(errors="replace")
+
+    def processes(self, name: str) -> list[psutil.Process]:
+        """Every live process of node `name` (its `ray start`, raylet, agents and workers share a process group)."""
+        group = self.nodes[name].pid
+        found = []
+        for process in psutil.process_iter(["pid"]):
+            try:
+                if os.getpgid(process.pid) == group:
+                    found.append(process)
+            except (ProcessLookupError, psutil.NoSuchProcess):
+                continue
+        return found
+
+    def kill(self, name: str) -> None:
+        """SIGKILL every process of node `name` at once, as if its machine died."""
+        try:
+            os.killpg(self.nodes[name].pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.nodes[name].wait()
+
+    def stop(self, grace_seconds: float = 10.0) -> None:
+        """Stop every node this cluster started (SIGTERM, then SIGKILL after `grace_seconds`)."""
+        for name in reversed(list(self.nodes)):
+            process = self.nodes[name]
+            victims = self.processes(name)
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            _, alive = psutil.wait_procs(victims, timeout=grace_seconds)
+            for victim in alive:
+                victim.kill()
+            process.wait()
+
+
+def hiding_script(hide: list[Path], venv: Path, work_dir: Path) -> str:
+    """Shell commands that cover each folder of `hide` with an empty tmpfs, keeping `venv` visible at its path
+    (through a bind mount on a folder made in `work_dir`)."""
+    commands = []
+    keep = next((folder for folder in hide if venv.is_relative_to(folder)), None)
+    if keep is not None:  # the environment lives inside a hidden folder: mount it back after covering
+        view = Path(tempfile.mkdtemp(prefix="venv-view-", dir=work_dir))
+        commands.append(f"mount --bind {shlex.quote(str(venv))} {shlex.quote(str(view))}")
+    for folder in hide:
+        commands.append(f"mount -t tmpfs -o size=1m none {shlex.quote(str(folder))}")
+    if keep is not None:
+        commands += [f"mkdir -p {shlex.quote(str(venv))}", f"mount --bind {shlex.quote(str(view))} {shlex.quote(str(venv))}"]
+    return " && ".join(commands)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nodes", type=int, default=2, help="nodes in all, the head included (default 2)")
+    parser.add_argument("--cpus-per-node", type=int, default=1)
+    parser.add_argument("--hide-app", action="store_true", help="worker nodes do not see the project folder (root)")
+    args = parser.parse_args()
+    if args.hide_app and os.geteuid() != 0:
+        sys.exit("--hide-app needs root: it mounts an empty folder over the project in each worker node's namespace")
+    cluster = LocalRayCluster(cpus_per_node=args.cpus_per_node)
+    try:
+        cluster.start_head()
+        for index in range(1, args.nodes):
+            cluster.add_node(f"node-{index}", hide=[ROOT] if args.hide_app else None)
+        cluster.wait_for_nodes(args.nodes)
+        print(f"Ray cluster of {args.nodes} nodes at {cluster.address} (logs in {cluster.temp_dir}); run\n"
+              f"  python -m warmfed_flwr.launch --ray-address {cluster.address} --preset conf/smoke.toml\n"
+              "Ctrl-C stops it.", flush=True)
+        signal.pause()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
