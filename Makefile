@@ -1,4 +1,5 @@
 # Two commands for a fresh machine: `make run` (the default WarmFed job) and `make test`.
+# `make run RAY_ADDRESS=host:port` runs the simulation on that existing Ray cluster (README: Simulating on a Ray cluster).
 # Both create or reuse .venv and set Flower's environment (project-local FLWR_HOME, no telemetry,
 # no update check, no runtime dependency installation).
 
@@ -7,6 +8,7 @@ VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 PRESET ?=
 RUN_CONFIG ?=
+RAY_ADDRESS ?=
 BENCH_CSV ?= benchmarks/digits-domains.csv
 BENCH_ARGS ?=
 
@@ -28,7 +30,8 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	$(PY) -m warmfed_flwr.launch $(if $(PRESET),--preset $(PRESET)) $(if $(RUN_CONFIG),--run-config '$(RUN_CONFIG)')
+	$(PY) -m warmfed_flwr.launch $(if $(PRESET),--preset $(PRESET)) $(if $(RUN_CONFIG),--run-config '$(RUN_CONFIG)') \
+		$(if $(RAY_ADDRESS),--ray-address $(RAY_ADDRESS))
 
 test: setup
 	$(PY) -m pytest -q

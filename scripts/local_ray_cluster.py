@@ -61,19 +61,22 @@ class LocalRayCluster:
         return f"{HOST}:{self.port}"
 
     def _start(self, name: str, arguments: list[str], wrapper: list[str] | None = None,
-               env: dict[str, str] | None = None) -> None:
+               env: dict[str, str] | None = None, num_cpus: int | None = None) -> None:
+        cpus = self.cpus_per_node if num_cpus is None else num_cpus
         command = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",
-                   f"--num-cpus={self.cpus_per_node}", f"--temp-dir={self.temp_dir}",
+                   f"--num-cpus={cpus}", f"--temp-dir={self.temp_dir}",
                    f"--dashboard-agent-listen-port={free_port()}", *arguments]
         log = (self.temp_dir / f"{name}.log").open("w")
         environment = {k: v for k, v in (env or os.environ).items() if k != "RAY_ADDRESS"}
         self.nodes[name] = subprocess.Popen([*(wrapper or []), *command], stdout=log, stderr=subprocess.STDOUT,
                                             env=environment, start_new_session=True)
 
-    def start_head(self) -> None:
-        """The head node (GCS on `port`), without dashboard, its client server on a free port."""
+    def start_head(self, num_cpus: int | None = None) -> None:
+        """The head node (GCS on `port`), without dashboard, its client server on a free port; `num_cpus` 0 keeps
+        clients off it, as on a cluster whose head only coordinates."""
         self._start("head", ["--head", f"--port={self.port}", "--include-dashboard=false",
-                             f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"])
+                             f"--dashboard-port={free_port()}", f"--ray-client-server-port={free_port()}"],
+                    num_cpus=num_cpus)
 
     def add_node(self, name: str, hide: list[Path] | None = None, num_gpus: int = 0,
                  path_prefix: Path | None = None) -> None:
@@ -163,13 +166,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--nodes", type=int, default=2, help="nodes in all, the head included (default 2)")
     parser.add_argument("--cpus-per-node", type=int, default=1)
+    parser.add_argument("--head-cpus", type=int, help="CPUs of the head node (default: --cpus-per-node; 0: no clients)")
     parser.add_argument("--hide-app", action="store_true", help="worker nodes do not see the project folder (root)")
     args = parser.parse_args()
     if args.hide_app and os.geteuid() != 0:
         sys.exit("--hide-app needs root: it mounts an empty folder over the project in each worker node's namespace")
     cluster = LocalRayCluster(cpus_per_node=args.cpus_per_node)
     try:
-        cluster.start_head()
+        cluster.start_head(args.head_cpus)
         for index in range(1, args.nodes):
             cluster.add_node(f"node-{index}", hide=[ROOT] if args.hide_app else None)
         cluster.wait_for_nodes(args.nodes)

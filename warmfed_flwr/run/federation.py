@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from flwr.app import ConfigRecord, Message, RecordDict
-from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
 from warmfed_flwr.logs import logger
+from warmfed_flwr.run.grid import INFRASTRUCTURE_ERRORS
 from warmfed_flwr.run.results import RunRecorder
 
 # In node-local runs every message after discovery carries the class list agreed at discovery in this record.
@@ -62,10 +62,10 @@ def wait_for_nodes(grid: Grid, expected: int, wait_seconds: float) -> list[int]:
 
 
 def failure_reason(reply: Message) -> str:
-    """Why a reply carries an error: its SuperNode went offline, or the ClientApp raised (with the client's message)."""
-    if reply.error.code == ErrorCode.NODE_UNAVAILABLE:
-        return f"SuperNode unavailable: {reply.error.reason}"
-    return f"client error: {reply.error.reason}"
+    """Why a reply carries an error: the infrastructure failed (its SuperNode went offline, its Ray worker died, ...;
+    run/grid.py names each), or the ClientApp raised (with the client's message)."""
+    label = INFRASTRUCTURE_ERRORS.get(reply.error.code, "client error")
+    return f"{label}: {reply.error.reason}"
 
 
 def keep_good_replies(

@@ -81,8 +81,8 @@ class WorkerPool:
             while not self.pool.pool:
                 if self.pool.num_actors <= 0 and self.starting == 0:
                     raise NoWorkersLeftError(
-                        f"no Ray worker is left for the clients: the workers died and the cluster's live nodes have "
-                        f"no room for one with {self.pool.client_resources} (nodes lost: {self.lost_nodes()})"
+                        f"no Ray worker is left for the clients (nodes lost: {self.lost_nodes()}): the workers died "
+                        f"and the cluster's live nodes have no room for one with {self.pool.client_resources}"
                     )
                 self.changed.wait(timeout=1.0)
             return self.pool.pool.pop()
