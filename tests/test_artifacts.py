@@ -36,12 +36,13 @@ def test_adapters_round_trip_and_are_reused_only_when_every_client_has_one(tmp_p
     cache = ArtifactCache(tmp_path)
     arrays = {"a.lora_A.weight": np.ones((2, 3), np.float32)}
     cache.save_adapter("k", 0, arrays, {"label_counts": [1, 2], "bytes_up": 10})
-    assert cache.load_adapters("k", [0, 1]) is None
+    assert not cache.has_adapters("k", [0, 1])
     cache.save_adapter("k", 1, arrays, {"label_counts": None, "bytes_up": 11})
-    loaded = cache.load_adapters("k", [0, 1])
-    assert np.array_equal(loaded[0][0]["a.lora_A.weight"], arrays["a.lora_A.weight"])
-    assert loaded[0][1]["label_counts"] == [1, 2] and loaded[1][1]["bytes_up"] == 11
-    assert cache.load_adapters("other", [0, 1]) is None
+    assert cache.has_adapters("k", [0, 1])
+    loaded, info = cache.load_adapter("k", 0)
+    assert np.array_equal(loaded["a.lora_A.weight"], arrays["a.lora_A.weight"]) and info["label_counts"] == [1, 2]
+    assert cache.adapter_info("k", 1)["bytes_up"] == 11
+    assert not cache.has_adapters("other", [0, 1])
 
 
 def test_pool_round_trip(tmp_path):

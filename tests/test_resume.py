@@ -95,6 +95,6 @@ def test_resuming_into_another_directory_copies_the_checkpoint_and_deletes_both_
     second = Checkpoint.resume(tmp_path / "second", tmp_path / "first")
     assert second.entry("lora") == {"phase": "lora", "key": "k", "partitions": [0]}
     assert second.entry("warmstart-generate") is None and second.results["method"] == "warmfed"
-    assert np.array_equal(second.store.load_adapters("k", [0])[0][0]["a"], np.ones((2, 2), np.float32))
+    assert np.array_equal(second.store.load_adapter("k", 0)[0]["a"], np.ones((2, 2), np.float32))
     assert second.delete_adapters() == 2
     assert not list(tmp_path.rglob("*.safetensors"))

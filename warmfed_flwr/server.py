@@ -32,7 +32,7 @@ from warmfed_flwr.run.plots import save_accuracy_plot
 from warmfed_flwr.run.results import RunRecorder, write_json_atomic
 from warmfed_flwr.run.summary import summary_markdown
 from warmfed_flwr.run.tracking import open_tracker
-from warmfed_flwr.runtime import ray_workers
+from warmfed_flwr.runtime import link_state, ray_workers
 
 
 def resolve_output_dir(output_dir: str, resume: str = "") -> Path:
@@ -58,10 +58,10 @@ def finish_adapters(checkpoint: Checkpoint, settings: Settings, out_dir: Path) -
     exports each as `adapters/partition-<id>/` in the format its library opens (warmfed_flwr/generative/export.py)."""
     done = checkpoint.entry("lora")
     if settings.keep_adapters and done is not None:
-        stored = checkpoint.store.load_adapters(done["key"], done["partitions"]) or {}
-        for pid, (adapter, _) in sorted(stored.items()):
+        for pid in sorted(done["partitions"]):
+            adapter, _ = checkpoint.store.load_adapter(done["key"], pid)
             export_adapter(settings.lora.backbone, adapter, out_dir / "adapters" / f"partition-{pid}")
-        logger.info("kept %d received adapters in %s (keep-adapters=true)", len(stored), out_dir / "adapters")
+        logger.info("kept %d received adapters in %s (keep-adapters=true)", len(done["partitions"]), out_dir / "adapters")
     deleted = checkpoint.delete_adapters()
     if deleted and not settings.keep_adapters:
         logger.info("deleted %d received adapters from the run directory (keep-adapters=false)", deleted)
@@ -111,7 +111,8 @@ def run_experiment(
     if node_local and settings.method == "centralized":
         raise ConfigError("method=centralized pools the clients' images on the server: it cannot run on node-local data")
     plan = StrategyRun(round_strategy, train_config, evaluate_config, evaluate_fn) if round_strategy else None
-    ray_workers.install()
+    ray_workers.install()  # the simulation engine (same process): workers lost with their node are survived
+    link_state.install()  # ... and its message store answers each simulated node without scanning every message
     recorder.tracker = open_tracker(settings.tracking, out_dir, flat, out_dir.name)
     metered = MeteredGrid(grid, recorder, settings.retries, settings.retry_wait)
     try:

@@ -10,22 +10,21 @@ from warmfed_flwr.generative.adapter import AdapterError, adapter_bytes, validat
 from warmfed_flwr.logs import logger
 from warmfed_flwr.run.context import RunContext
 from warmfed_flwr.run.federation import TooFewClientsError
-from warmfed_flwr.run.store import ClientAdapter
+from warmfed_flwr.run.store import ClientAdapter, KeepAdapter
 from warmfed_flwr.run.transport import record_to_arrays
 
 
 DP_METRICS = ("dp-epsilon", "dp-delta", "dp-noise-multiplier")  # a private fit's spent budget, as its client reports it
 
 
-def collect_adapters(run: RunContext) -> list[ClientAdapter]:
-    """Ask every client for its adapter; keep the ones that pass validation, in partition order."""
+def collect_adapters(run: RunContext, keep: KeepAdapter) -> list[ClientAdapter]:
+    """Ask every client for its adapter; `keep` each that passes validation as it arrives (the server holds one
+    adapter at a time); the kept ones in partition order."""
     s = run.settings
-    replies = run.send("lora", "train.lora", {c.node_id: RecordDict() for c in run.clients})
     expected = load_backbone(s.lora).adapter_shapes(s.lora)
     by_node = {c.node_id: c for c in run.clients}
     good: list[ClientAdapter] = []
-    # partition order, not node-id order: node ids change between runs, the pool's order must not
-    for node_id, content in sorted(replies.items(), key=lambda item: by_node[item[0]].partition_id):
+    for node_id, content in run.stream("lora", "train.lora", {c.node_id: RecordDict() for c in run.clients}):
         client = by_node[node_id]
         name = f"partition {client.partition_id} ({client.domain})"
         try:
@@ -42,10 +41,11 @@ def collect_adapters(run: RunContext) -> list[ClientAdapter]:
         details["adapter_bytes"] = adapter_bytes(arrays)
         details["fit_seconds"] = round(float(metrics["fit-seconds"]), 3)
         details |= {key.replace("-", "_"): float(metrics[key]) for key in DP_METRICS if key in metrics}
-        good.append(ClientAdapter(client, arrays, counts))
+        good.append(keep(client, arrays, counts))
     if len(good) < s.min_clients:
         raise TooFewClientsError(
             f"phase 'lora': only {len(good)} valid adapters, fewer than min-clients={s.min_clients}; "
             f"failures: {run.recorder.failure_reasons('lora')}"
         )
-    return good
+    # partition order, not arrival order: node ids and arrivals change between runs, the pool's order must not
+    return sorted(good, key=lambda adapter: adapter.client.partition_id)

@@ -72,7 +72,7 @@ class WarmFedStrategy:
         """Phases `lora` and `warmstart-generate`: each client's share, from its adapter (or the base model for FGL)."""
         run = self.run_context
         if self.use_adapters:
-            adapters, source_key = self.store.adapters(lambda: collect_adapters(run))
+            adapters, source_key = self.store.adapters(lambda keep: collect_adapters(run, keep))
             sources: list[Source] = [(a.client, a.arrays, a.label_counts) for a in adapters]
         else:
             source_key = base_source_key(run.settings, [c.partition_id for c in run.clients])

@@ -25,8 +25,9 @@ from warmfed_flwr.run.transport import load_record_into, model_to_record
 from warmfed_flwr.runtime.heap import release_freed_memory
 from warmfed_flwr.seeds import client_seed
 
-# A client and what its share of the pool is generated from: its adapter (None: the base model) and label counts.
-Source = tuple[ClientInfo, Adapter | None, list[int] | None]
+# A client and what its share of the pool is generated from: its adapter, read when its turn comes (None: the base
+# model), and its label counts.
+Source = tuple[ClientInfo, Callable[[], Adapter] | None, list[int] | None]
 
 
 def labels_for_client(label_counts: list[int] | None, num_classes: int, total: int) -> torch.Tensor:
@@ -49,11 +50,12 @@ def generate_pool(run: RunContext, sources: list[Source]) -> list[Share]:
     backbone = load_backbone(s.lora)
     pixel_dtype = data.pixel_dtype(s.data)  # kept like the clients' real images: uint8 for image files
     shares, phase = [], Progress("[warmstart-generate] all clients", len(sources), unit="client")
-    for i, (client, adapter, counts) in enumerate(sources):
+    for i, (client, read_adapter, counts) in enumerate(sources):
         wanted = labels_for_client(counts, run.num_classes, s.generate.images_per_client)
         seed = client_seed(s.seed, client.partition_id, seeds.GENERATION)
         logger.info("[warmstart-generate] generating %d images for partition %d (%s), %d of %d clients",
                     len(wanted), client.partition_id, client.domain, i + 1, len(sources))
+        adapter = read_adapter() if read_adapter is not None else None
         generated = backbone.generate(ClassLabels(wanted, run.class_names), adapter, s.generate, s.data.image_size, seed,
                                       progress_label=f"partition {client.partition_id}")
         shares.append((client, ImageSplit(pixels_as(generated, pixel_dtype), wanted)))

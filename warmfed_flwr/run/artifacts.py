@@ -85,16 +85,19 @@ class ArtifactCache:
         """One client's adapter with what it cost (label counts, seconds, bytes) as JSON metadata."""
         save_arrays_atomic(self.adapter_path(key, partition_id), arrays, {"info": json.dumps(dict(info))})
 
-    def load_adapters(self, key: str, partition_ids: list[int]) -> dict[int, tuple[dict[str, np.ndarray], dict[str, Any]]] | None:
-        """Every client's cached adapter and info, or None unless all of them are cached."""
-        paths = {pid: self.adapter_path(key, pid) for pid in partition_ids}
-        if not all(p.exists() for p in paths.values()):
-            return None
-        out = {}
-        for pid, path in paths.items():
-            arrays, metadata = load_arrays(path)
-            out[pid] = (arrays, json.loads(metadata["info"]))
-        return out
+    def has_adapters(self, key: str, partition_ids: list[int]) -> bool:
+        """True when every one of these clients' adapters is stored under `key`."""
+        return all(self.adapter_path(key, pid).exists() for pid in partition_ids)
+
+    def load_adapter(self, key: str, partition_id: int) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """One client's stored adapter and its info."""
+        arrays, metadata = load_arrays(self.adapter_path(key, partition_id))
+        return arrays, json.loads(metadata["info"])
+
+    def adapter_info(self, key: str, partition_id: int) -> dict[str, Any]:
+        """One client's stored adapter's info, read without its arrays."""
+        with safe_open(str(self.adapter_path(key, partition_id)), framework="numpy") as f:
+            return json.loads((f.metadata() or {})["info"])
 
     def pool_path(self, key: str) -> Path:
         return self.root / f"pool-{key}.safetensors"

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from flwr.app import RecordDict
-from flwr.serverapp import Grid
 
 from warmfed_flwr.config import Settings
 from warmfed_flwr.run.checkpoint import Checkpoint
-from warmfed_flwr.run.federation import ClientInfo, ReplyLimits, send_phase
+from warmfed_flwr.run.grid import DelegatingGrid
+from warmfed_flwr.run.federation import ClientInfo, ReplyLimits, send_phase, stream_phase
 from warmfed_flwr.run.results import RunRecorder
 
 
@@ -19,7 +19,7 @@ class RunContext:
     """One run: the Grid to its clients (metered, retrying), its recorder and checkpoint, the clients found
     at discovery, the class list they agreed on, and the settings."""
 
-    grid: Grid
+    grid: DelegatingGrid
     recorder: RunRecorder
     checkpoint: Checkpoint
     settings: Settings
@@ -37,5 +37,11 @@ class RunContext:
 
         `min_clients` None: the run's `min-clients`; an evaluation that must not stop the run passes 0.
         """
-        limits = ReplyLimits(self.settings.timeout, self.settings.min_clients if min_clients is None else min_clients)
-        return send_phase(self.grid, self.recorder, phase, message_type, contents, limits)
+        return send_phase(self.grid, self.recorder, phase, message_type, contents, self._limits(min_clients))
+
+    def stream(self, phase: str, message_type: str, contents: Mapping[int, RecordDict]) -> Iterator[tuple[int, RecordDict]]:
+        """As `send`, but each good reply (node id, content) as it arrives, so that they need not all be held."""
+        return stream_phase(self.grid, self.recorder, phase, message_type, contents, self._limits(None))
+
+    def _limits(self, min_clients: int | None) -> ReplyLimits:
+        return ReplyLimits(self.settings.timeout, self.settings.min_clients if min_clients is None else min_clients)

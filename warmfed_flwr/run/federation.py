@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 
 from warmfed_flwr.logs import logger
-from warmfed_flwr.run.grid import INFRASTRUCTURE_ERRORS
+from warmfed_flwr.run.grid import INFRASTRUCTURE_ERRORS, DelegatingGrid
 from warmfed_flwr.run.results import RunRecorder
 
 # In node-local runs every message after discovery carries the class list agreed at discovery in this record.
@@ -71,26 +71,37 @@ def failure_reason(reply: Message) -> str:
 def keep_good_replies(
     recorder: RunRecorder, phase: str, sent: Iterable[Message], replies: Iterable[Message], timeout: float
 ) -> list[Message]:
-    """The replies without an error; each error reply, and each message of `sent` without a reply, is a failure.
+    """The replies without an error; each error reply, and each message of `sent` without a reply, is a failure."""
+    sent = list(sent)
+    replies = list(replies)
+    destinations = destinations_of(sent)
+    good = [reply for reply in replies if is_good_reply(recorder, phase, destinations, reply)]
+    record_unanswered(recorder, phase, sent, {reply.metadata.reply_to_message_id for reply in replies}, timeout)
+    return good
 
-    A reply is matched to the node its message went to: the SuperLink, not the node, sends the error
-    reply for a SuperNode that went offline.
-    """
-    destination = {msg.metadata.message_id: msg.metadata.dst_node_id for msg in sent}
-    good, answered = [], set()
-    for reply in replies:
-        node_id = destination.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
-        answered.add(node_id)
-        if reply.has_error():
-            reason = failure_reason(reply)
-            recorder.add_failure(phase, node_id, reason)
-            logger.warning("[%s] node %d failed: %s", phase, node_id, reason)
-        else:
-            good.append(reply)
-    for node_id in sorted(set(destination.values()) - answered):
+
+def destinations_of(sent: list[Message]) -> dict[str, int]:
+    """The node each sent message went to, by message id (set once the messages are pushed)."""
+    return {msg.metadata.message_id: msg.metadata.dst_node_id for msg in sent}
+
+
+def is_good_reply(recorder: RunRecorder, phase: str, destinations: Mapping[str, int], reply: Message) -> bool:
+    """True for a reply without an error; an error reply is recorded as a failure of the node its message went to
+    (the SuperLink, not the node, sends the error reply for a SuperNode that went offline)."""
+    if not reply.has_error():
+        return True
+    destination = destinations.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+    reason = failure_reason(reply)
+    recorder.add_failure(phase, destination, reason)
+    logger.warning("[%s] node %d failed: %s", phase, destination, reason)
+    return False
+
+
+def record_unanswered(recorder: RunRecorder, phase: str, sent: list[Message], answered: set[str], timeout: float) -> None:
+    """Record a failure for each message of `sent` whose id is not in `answered`."""
+    for node_id in sorted(msg.metadata.dst_node_id for msg in sent if msg.metadata.message_id not in answered):
         recorder.add_failure(phase, node_id, f"no reply within {timeout:g} s")
         logger.warning("[%s] node %d did not reply within %g s", phase, node_id, timeout)
-    return good
 
 
 @dataclass(frozen=True)
@@ -101,36 +112,53 @@ class ReplyLimits:
     min_clients: int
 
 
+def stream_phase(
+    grid: DelegatingGrid,
+    recorder: RunRecorder,
+    phase: str,
+    message_type: str,
+    contents: Mapping[int, RecordDict],
+    limits: ReplyLimits,
+) -> Iterator[tuple[int, RecordDict]]:
+    """Send one message per node; yield (node id, content) of each good reply as it arrives; record every failure.
+
+    After the last reply, TooFewClientsError if fewer than `min_clients` answered. A message carries only what its
+    phase needs: every client reads the run's settings from the run config Flower gives it (`context.run_config`),
+    the same as the server's.
+    """
+    if not contents:
+        return
+    messages = [
+        Message(content=content, dst_node_id=node_id, message_type=message_type) for node_id, content in contents.items()
+    ]
+    logger.info("[%s] sending %s to %d clients", phase, message_type, len(messages))
+    answered: set[str] = set()
+    destinations: dict[str, int] = {}
+    good = 0
+    for reply in grid.stream(messages, timeout=limits.timeout):
+        destinations = destinations or destinations_of(messages)  # the ids exist once the stream has pushed them
+        answered.add(reply.metadata.reply_to_message_id)
+        if is_good_reply(recorder, phase, destinations, reply):
+            good += 1
+            yield reply.metadata.src_node_id, reply.content
+    record_unanswered(recorder, phase, messages, answered, limits.timeout)
+    if good < limits.min_clients:
+        raise TooFewClientsError(
+            f"phase '{phase}': only {good} of {len(contents)} clients answered, "
+            f"fewer than min-clients={limits.min_clients}; failures: {recorder.failure_reasons(phase)}"
+        )
+
+
 def send_phase(
-    grid: Grid,
+    grid: DelegatingGrid,
     recorder: RunRecorder,
     phase: str,
     message_type: str,
     contents: Mapping[int, RecordDict],
     limits: ReplyLimits,
 ) -> dict[int, RecordDict]:
-    """Send one message per node, return the good replies by node id, record every failure.
-
-    A message carries only what its phase needs: every client reads the run's settings from the run
-    config Flower gives it (`context.run_config`), the same as the server's.
-    """
-    if not contents:
-        return {}
-    messages = [
-        Message(content=content, dst_node_id=node_id, message_type=message_type) for node_id, content in contents.items()
-    ]
-    logger.info("[%s] sending %s to %d clients", phase, message_type, len(messages))
-    replies = grid.send_and_receive(messages, timeout=limits.timeout)
-    good = {
-        reply.metadata.src_node_id: reply.content
-        for reply in keep_good_replies(recorder, phase, messages, replies, limits.timeout)
-    }
-    if len(good) < limits.min_clients:
-        raise TooFewClientsError(
-            f"phase '{phase}': only {len(good)} of {len(contents)} clients answered, "
-            f"fewer than min-clients={limits.min_clients}; failures: {recorder.failure_reasons(phase)}"
-        )
-    return good
+    """Send one message per node, return the good replies by node id, record every failure (see `stream_phase`)."""
+    return dict(stream_phase(grid, recorder, phase, message_type, contents, limits))
 
 
 def _query_info(

@@ -10,7 +10,8 @@ first, and records each retry.
 from __future__ import annotations
 
 import time
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 from flwr.app import ConfigRecord, Message
 from flwr.common.constant import ErrorCode
@@ -66,6 +67,10 @@ class DelegatingGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         return self._grid.send_and_receive(messages, timeout=timeout)
 
+    def stream(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterator[Message]:
+        """The replies to `messages`; this base Grid yields them once all are in (see `MeteredGrid.stream`)."""
+        yield from self.send_and_receive(messages, timeout=timeout)
+
 
 class MeteredGrid(DelegatingGrid):
     """A Grid that meters training bytes per client and asks clients lost to infrastructure faults again.
@@ -74,10 +79,10 @@ class MeteredGrid(DelegatingGrid):
     evaluation messages exist to measure the run and would otherwise make a method's cost depend
     on how often it is evaluated. A message sent again counts again.
 
-    `send_and_receive` (what every phase and Flower's strategies use) resends a message whose reply
-    is an infrastructure error (`INFRASTRUCTURE_ERRORS`), unchanged, up to `retries` times; an
-    offline SuperNode is first given `retry_wait` seconds to come back online. Each retry is
-    recorded (`RunRecorder.add_retry`); the caller sees only the last attempt's reply.
+    `stream` (which `send_and_receive`, what Flower's strategies use, collects) resends a message
+    whose reply is an infrastructure error (`INFRASTRUCTURE_ERRORS`), unchanged, up to `retries`
+    times; an offline SuperNode is first given `retry_wait` seconds to come back online. Each retry
+    is recorded (`RunRecorder.add_retry`); the caller sees only the last attempt's reply.
 
     Records given to `send_with_every_message` (the agreed class list of a node-local run) are added
     to every message sent from then on. Where each reply was made (runtime/placement.py) is taken out of it
@@ -106,32 +111,41 @@ class MeteredGrid(DelegatingGrid):
         return replies
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        return list(self.stream(messages, timeout=timeout))
+
+    def stream(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterator[Message]:
+        """Send `messages` and yield each reply as it arrives, so that the caller need not hold them all.
+
+        A reply that is an infrastructure error is not yielded while retries are left: its message is sent again
+        at once and waited for with a `timeout` of its own. A message with no reply when its timeout passes yields
+        nothing. Each yielded reply answers the caller's message, whichever attempt it came from. Replies are pulled
+        as often as the wrapped Grid pulls them itself (Flower's in-memory Grid every 0.1 s, otherwise every 3 s).
+        """
         messages = self._with_shared(messages)
         self._count_down(messages)
-        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
-        first_id = {msg.metadata.message_id: msg.metadata.message_id for msg in messages}  # attempt -> caller's id
-        for attempt in range(1, self._retries + 1):
-            last_sent = {msg.metadata.message_id: msg for msg in messages}
-            retried: list[tuple[Message, Message]] = []  # (lost reply, the message sent again)
-            for reply in replies:
-                original = last_sent.get(reply.metadata.reply_to_message_id)
+        stored = set(self._grid.push_messages(messages))  # a message the Grid refused gets no reply
+        waiting = {msg.metadata.message_id: Attempt(msg, msg.metadata.message_id, 1, deadline(timeout))
+                   for msg in messages if msg.metadata.message_id in stored}
+        poll_seconds = float(getattr(self._grid, "pull_interval", 3.0))
+        while waiting:
+            for reply in self._grid.pull_messages(list(waiting)):
+                attempt = waiting.pop(reply.metadata.reply_to_message_id)
                 fault = infrastructure_fault(reply)
-                if original is not None and fault is not None:
-                    again = self._again(original, fault, attempt)
-                    if again is not None:
-                        retried.append((reply, again))
-            if not retried:
-                break
-            messages = [again for _, again in retried]
-            self._count_down(messages)
-            answered_again = {id(reply) for reply, _ in retried}
-            replies = [reply for reply in replies if id(reply) not in answered_again]
-            replies += list(self._grid.send_and_receive(messages, timeout=timeout))
-            first_id |= {again.metadata.message_id: first_id[lost.metadata.reply_to_message_id] for lost, again in retried}
-        for reply in replies:  # each reply answers the caller's message, whichever attempt it came from
-            answers(reply, first_id.get(reply.metadata.reply_to_message_id, reply.metadata.reply_to_message_id))
-        self._take_in(replies)
-        return replies
+                retry_left = fault is not None and attempt.number <= self._retries
+                again = self._again(attempt.message, fault, attempt.number) if retry_left else None
+                if again is not None:
+                    self._count_down([again])
+                    if self._grid.push_messages([again]):
+                        waiting[again.metadata.message_id] = Attempt(
+                            again, attempt.first_id, attempt.number + 1, deadline(timeout))
+                    continue
+                answers(reply, attempt.first_id)
+                self._take_in([reply])
+                yield reply
+            now = time.monotonic()
+            waiting = {msg_id: a for msg_id, a in waiting.items() if a.deadline is None or a.deadline > now}
+            if waiting:
+                time.sleep(poll_seconds)
 
     def _again(self, original: Message, fault: str, attempt: int) -> Message | None:
         """A copy of `original` to send once more, recorded as a retry; None if its SuperNode stays offline."""
@@ -150,9 +164,9 @@ class MeteredGrid(DelegatingGrid):
 
     def _wait_online(self, node_id: int, poll_seconds: float = 1.0) -> bool:
         """True once `node_id` is connected again, False after `retry_wait` seconds."""
-        deadline = time.monotonic() + self._retry_wait
+        until = time.monotonic() + self._retry_wait
         while node_id not in set(self._grid.get_node_ids()):
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= until:
                 return False
             time.sleep(poll_seconds)
         return True
@@ -179,6 +193,21 @@ class MeteredGrid(DelegatingGrid):
             client = self._recorder.client_of_node(reply.metadata.src_node_id)
             if client is not None and is_training(reply) and not reply.has_error():
                 client.bytes_up += content_bytes(reply.content)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A message sent, the id of the caller's message it stands for, which attempt it is (1: the first send) and
+    when waiting for its reply ends (None: never)."""
+
+    message: Message
+    first_id: str
+    number: int
+    deadline: float | None
+
+
+def deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
 
 
 def answers(reply: Message, message_id: str) -> None:

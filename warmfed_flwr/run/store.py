@@ -6,6 +6,10 @@ thing), and only then computed; what is used is saved to the checkpoint, and com
 a pool that were computed also to the cache. A product reused from the cache is recorded as if
 its phase ran (its bytes and seconds). A checkpointed pool (`checkpointed_pool`) makes the
 adapters unnecessary, so it is asked for first.
+
+Adapters live on disk, in the run's checkpoint, from the moment each arrives: the server holds one
+at a time (a thousand clients' adapters of the default size are about 1 GB), and generation reads
+each when it comes to its client (`ClientAdapter.arrays`).
 """
 
 from __future__ import annotations
@@ -28,11 +32,21 @@ from warmfed_flwr.run.federation import ClientInfo
 
 @dataclass(frozen=True)
 class ClientAdapter:
-    """A validated adapter and the label counts its client reported (None when withheld)."""
+    """A client's validated adapter, stored under `key` in the run's checkpoint `store`, and the label counts the
+    client reported (None when withheld)."""
 
     client: ClientInfo
-    arrays: Adapter
     label_counts: list[int] | None
+    store: ArtifactCache
+    key: str
+
+    def arrays(self) -> Adapter:
+        """The adapter's tensors, read from the checkpoint."""
+        return self.store.load_adapter(self.key, self.client.partition_id)[0]
+
+
+# Keeps one received adapter (its client, tensors and label counts): stores it and returns it as the run keeps it.
+KeepAdapter = Callable[[ClientInfo, Adapter, list[int] | None], ClientAdapter]
 
 
 # A client's share of the synthetic pool.
@@ -59,20 +73,30 @@ class WarmStartStore:
         cache_dir = run.settings.cache_dir
         self.cache = ArtifactCache(Path(cache_dir).expanduser().resolve()) if cache_dir else None
 
-    def adapters(self, collect: Callable[[], list[ClientAdapter]]) -> tuple[list[ClientAdapter], str]:
-        """Phase `lora`'s adapters (`collect` runs the phase) and the key they are stored under."""
+    def adapters(self, collect: Callable[[KeepAdapter], list[ClientAdapter]]) -> tuple[list[ClientAdapter], str]:
+        """Phase `lora`'s adapters (`collect` runs the phase, keeping each adapter as it arrives) and their key."""
         ckpt, clients = self.checkpoint, self.run.clients
         done = ckpt.entry("lora")
         if done is not None:
             return self._restored_adapters(done["key"], done["partitions"]), done["key"]
         pids = [c.partition_id for c in clients]
         key = adapter_key(self.run.settings, pids)
-        cached = self.cache.load_adapters(key, pids) if self.cache else None
-        adapters = self._reused_adapters(cached) if cached is not None else self._collected_adapters(collect, key)
-        for a in adapters:
-            ckpt.store.save_adapter(key, a.client.partition_id, a.arrays, {"label_counts": a.label_counts})
+        if self.cache and self.cache.has_adapters(key, pids):
+            adapters = self._reused_adapters(self.cache, key)
+        else:
+            adapters = self._collected_adapters(collect, key)
         ckpt.mark("lora", self.recorder, key=key, partitions=[a.client.partition_id for a in adapters])
         return adapters, key
+
+    def _keeper(self, key: str) -> KeepAdapter:
+        """Stores an adapter in the run's checkpoint under `key`."""
+        store = self.checkpoint.store
+
+        def keep(client: ClientInfo, arrays: Adapter, label_counts: list[int] | None) -> ClientAdapter:
+            store.save_adapter(key, client.partition_id, arrays, {"label_counts": label_counts})
+            return ClientAdapter(client, label_counts, store, key)
+
+        return keep
 
     def checkpointed_pool(self) -> list[Share] | None:
         """The synthetic pool a resumed run's checkpoint holds, None when phase `warmstart-generate` is not in it."""
@@ -118,21 +142,22 @@ class WarmStartStore:
 
     def _restored_adapters(self, key: str, partitions: list[int]) -> list[ClientAdapter]:
         """The adapters the checkpoint holds from phase `lora`, in partition order."""
-        stored = self.checkpoint.store.load_adapters(key, partitions)
-        if stored is None:
+        store = self.checkpoint.store
+        if not store.has_adapters(key, partitions):
             raise ResumeError(
                 f"config key 'resume': adapters of phase 'lora' are missing from {self.checkpoint.store.root}"
             )
-        by_pid = clients_by_partition(self.run.clients, stored)
-        return [ClientAdapter(by_pid[pid], arrays, info["label_counts"]) for pid, (arrays, info) in sorted(stored.items())]
+        by_pid = clients_by_partition(self.run.clients, dict.fromkeys(partitions))
+        return [ClientAdapter(by_pid[pid], store.adapter_info(key, pid)["label_counts"], store, key)
+                for pid in sorted(partitions)]
 
-    def _collected_adapters(self, collect: Callable[[], list[ClientAdapter]], key: str) -> list[ClientAdapter]:
-        """Run phase `lora`; a complete, failure-free set of adapters also goes to the cache."""
+    def _collected_adapters(self, collect: Callable[[KeepAdapter], list[ClientAdapter]], key: str) -> list[ClientAdapter]:
+        """Run phase `lora`; a complete, failure-free set of adapters also goes to the cache, one adapter at a time."""
         rec, clients = self.recorder, self.run.clients
         before = {c.partition_id: (rec.clients[c.partition_id].bytes_up, rec.clients[c.partition_id].bytes_down)
                   for c in clients}
         with rec.phase("lora"):
-            adapters = collect()
+            adapters = collect(self._keeper(key))
         if self.cache and len(adapters) == len(clients):
             for a in adapters:
                 pid = a.client.partition_id
@@ -144,14 +169,15 @@ class WarmStartStore:
                     "bytes_down": rec.clients[pid].bytes_down - before[pid][1],
                     "phase_seconds": rec.phases[-1]["seconds"],
                 }
-                self.cache.save_adapter(key, pid, a.arrays, info)
+                self.cache.save_adapter(key, pid, a.arrays(), info)
         return adapters
 
-    def _reused_adapters(self, cached: dict[int, tuple[Adapter, dict]]) -> list[ClientAdapter]:
-        """Cached adapters, with the bytes and seconds they cost recorded as if the phase ran."""
-        adapters = []
+    def _reused_adapters(self, cache: ArtifactCache, key: str) -> list[ClientAdapter]:
+        """`cache`'s adapters, copied into the checkpoint one at a time, with the bytes and seconds they cost recorded
+        as if the phase ran."""
+        keep, adapters, phase_seconds = self._keeper(key), [], 0.0
         for client in self.run.clients:
-            arrays, info = cached[client.partition_id]
+            arrays, info = cache.load_adapter(key, client.partition_id)
             result = self.recorder.clients[client.partition_id]
             result.bytes_up += int(info["bytes_up"])
             result.bytes_down += int(info["bytes_down"])
@@ -159,7 +185,8 @@ class WarmStartStore:
             result.details["fit_seconds"] = info["fit_seconds"]
             result.details |= info.get("dp", {})  # adapters cached before DP existed have none
             counts = info["label_counts"] if self.run.settings.lora.send_label_counts else None
-            adapters.append(ClientAdapter(client, arrays, counts))
-        self.recorder.add_cached_phase("lora", float(next(iter(cached.values()))[1]["phase_seconds"]))
-        logger.info("[lora] reusing %d cached adapters from %s", len(adapters), self.cache.root if self.cache else "")
+            adapters.append(keep(client, arrays, counts))
+            phase_seconds = float(info["phase_seconds"])
+        self.recorder.add_cached_phase("lora", phase_seconds)
+        logger.info("[lora] reusing %d cached adapters from %s", len(adapters), cache.root)
         return adapters
