@@ -23,7 +23,8 @@ H100 = Gpu(0, "GPU-a", "NVIDIA H100 80GB HBM3", 79.6)
 
 
 def test_the_address_must_be_host_and_port_of_the_cluster() -> None:
-    assert ray_cluster.check_address("10.0.0.1:6379") == "10.0.0.1:6379"
+    assert ray_cluster.cluster_address("10.0.0.1:6379") == "10.0.0.1:6379"
+    assert ray_cluster.cluster_address("local") is None and ray_cluster.cluster_address("") is None
     with pytest.raises(ClusterError, match="Ray Client address"):
         ray_cluster.check_address("ray://10.0.0.1:10001")
     with pytest.raises(ClusterError, match="expected host:port"):

@@ -8,9 +8,9 @@ The number of simulated SuperNodes is set to the number of clients the data is s
 a machine with GPUs each client gets a GPU share computed from the GPUs and the backbone
 (warmfed_flwr/runtime/gpus.py; --gpus-per-client overrides it). With --ray-address (or an exported
 RAY_ADDRESS) the simulation runs on that existing Ray cluster, its clients sized from the cluster's
-nodes, and the app's code shipped to every node (warmfed_flwr/runtime/ray_cluster.py). Every run gets a local SuperLink of its own
-on free ports, never one that another run or checkout left running, and stops it at the end
-(--keep-superlink leaves it). The output directory is resolved to an absolute path before the run
+nodes, and the app's code shipped to every node (warmfed_flwr/runtime/ray_cluster.py). Every run
+gets a local SuperLink of its own on free ports, never one that another run or checkout left
+running, and stops it at the end (--keep-superlink leaves it). The output directory is resolved to an absolute path before the run
 starts. `flwr run --stream` exits 0 even when the ServerApp fails, so success is judged by
 results.json and `flwr list`.
 """
@@ -114,7 +114,7 @@ def cluster_resources_for(
 ) -> tuple[float, dict[str, str]]:
     """On the Ray cluster at `address`: each client's GPU share (from the GPUs of the cluster's nodes unless given)
     and what the run's SuperLink needs in its environment. The cluster and the clients' share are printed."""
-    nodes = ray_cluster.describe_cluster(ray_cluster.check_address(address))
+    nodes = ray_cluster.describe_cluster(address)
     if gpus_per_client is None:
         gpus_per_client = client_gpu_share(settings.lora.backbone, ray_cluster.cluster_gpus(nodes))
     slots = ray_cluster.client_slots(nodes, cpus_per_client, gpus_per_client)
@@ -146,9 +146,10 @@ def run_app(
     """
     settings = Settings.from_run_config(config)
     cluster_env: dict[str, str] = {}
-    if ray_address:
+    address = ray_cluster.cluster_address(ray_address)
+    if address:
         gpus_per_client, cluster_env = cluster_resources_for(
-            settings, ray_address, app_dir, cpus_per_client, gpus_per_client
+            settings, address, app_dir, cpus_per_client, gpus_per_client
         )
     elif gpus_per_client is None:
         gpus_per_client = gpus_per_client_for(settings)
@@ -206,8 +207,8 @@ def main() -> None:
     )
     parser.add_argument(
         "--ray-address", default=os.environ.get(ray_cluster.ADDRESS_VARIABLE) or None,
-        help="run the simulation on the existing Ray cluster at HOST:PORT (default: $RAY_ADDRESS; unset: a Ray "
-             "instance of the run's own on this machine)",
+        help="run the simulation on the existing Ray cluster at HOST:PORT (default: $RAY_ADDRESS; unset or "
+             "'local': a Ray instance of the run's own on this machine)",
     )
     args = parser.parse_args()
     try:

@@ -57,6 +57,11 @@ class RayNode:
         return self.node_id[:8]
 
 
+def cluster_address(value: str | None) -> str | None:
+    """The cluster to run on: None for none (unset, empty, or Ray's "local": a Ray instance of the run's own)."""
+    return None if value in (None, "", "local") else check_address(value)
+
+
 def check_address(address: str) -> str:
     """The cluster's GCS address (`host:port`, as `ray start --head` prints it); a Ray Client address is refused."""
     if address.startswith("ray://"):

@@ -1,0 +1,93 @@
+"""MeteredGrid.stream: replies come to the caller as they arrive, a reply lost to the infrastructure is asked again
+at once and answers the caller's message, a message without a reply ends with its timeout."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Error, Message, Metadata, MetricRecord, RecordDict
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+from flwr.supercore.task_identity import TaskIdentity
+
+from warmfed_flwr.run.grid import MeteredGrid
+from warmfed_flwr.run.results import RunRecorder
+from warmfed_flwr.runtime.placement import PLACEMENT_KEY
+
+
+class ScriptedGrid:
+    """A Grid whose nodes answer by script: per node, what each attempt gets (None: no reply ever), and after how
+    many pulls."""
+
+    pull_interval = 0.01
+
+    def __init__(self, script: dict[int, list[tuple[str, int] | None]]) -> None:
+        self.script = script
+        self.attempts: dict[int, int] = {}
+        self.pending: list[tuple[int, Message]] = []  # (pulls left, reply)
+        self.pushed = 0
+
+    def push_messages(self, messages: list[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            self.pushed += 1
+            msg.metadata.__dict__["_message_id"] = f"m{self.pushed}"
+            node = msg.metadata.dst_node_id
+            attempt = self.attempts.get(node, 0)
+            self.attempts[node] = attempt + 1
+            answer = self.script[node][attempt]
+            if answer is not None:
+                self.pending.append((answer[1], reply(msg, answer[0])))
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: list[str]) -> list[Message]:
+        ready = [r for pulls, r in self.pending if pulls <= 0 and r.metadata.reply_to_message_id in message_ids]
+        self.pending = [(pulls - 1, r) for pulls, r in self.pending if r not in ready]
+        return ready
+
+    def get_node_ids(self) -> list[int]:
+        return list(self.script)
+
+
+def reply(msg: Message, kind: str) -> Message:
+    metadata = Metadata(run_id=1, message_id=f"reply-{msg.metadata.message_id}", src_node_id=msg.metadata.dst_node_id,
+                        dst_node_id=1, reply_to_message_id=msg.metadata.message_id, group_id="1", created_at=0.0,
+                        ttl=60.0, message_type=msg.metadata.message_type)
+    if kind == "lost":
+        return Message(error=Error(ErrorCode.UNKNOWN, "ActorDiedError: the worker died"), metadata=metadata)
+    content = RecordDict({"metrics": MetricRecord({"num-examples": 1}),
+                          PLACEMENT_KEY: ConfigRecord({"host": "h", "pid": 7})})
+    return Message(content, metadata=metadata)
+
+
+def message(node: int) -> Message:
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 1, SUPERLINK_NODE_ID  # a retry makes a Message
+    metadata = Metadata(run_id=1, message_id="", src_node_id=1, dst_node_id=node, reply_to_message_id="",
+                        group_id="1", created_at=time.time(), ttl=60.0, message_type="train.lora")
+    return Message(RecordDict(), metadata=metadata)
+
+
+def test_replies_stream_as_they_arrive_and_a_lost_one_is_asked_again_at_once(tmp_path: Path) -> None:
+    recorder = RunRecorder(tmp_path, "warmfed", 0, 0, "digits-domains")
+    for partition, node in enumerate((10, 20, 30)):
+        recorder.add_client(partition, "clean", node_id=node)
+    grid = ScriptedGrid({10: [("ok", 5)], 20: [("lost", 0), ("ok", 0)], 30: [None]})
+    grid_under_test = MeteredGrid(grid, recorder, retries=2)
+    messages = [message(node) for node in (10, 20, 30)]
+    start = time.monotonic()
+    replies = list(grid_under_test.stream(messages, timeout=0.3))
+    assert [r.metadata.src_node_id for r in replies] == [20, 10]  # the retried node's reply came first
+    assert replies[0].metadata.reply_to_message_id == messages[1].metadata.message_id  # answers the caller's message
+    assert [(r["partition_id"], r["attempt"]) for r in recorder.retries] == [(1, 1)]
+    assert 0.3 <= time.monotonic() - start < 2.0  # node 30 never answers: its timeout ends the stream
+    assert all(PLACEMENT_KEY not in r.content for r in replies)
+    assert recorder.clients[0].details["ran_on"] == {"": [{"host": "h", "pid": 7}]}
+
+
+def test_a_reply_lost_on_every_attempt_is_handed_over_as_the_error_it_is(tmp_path: Path) -> None:
+    recorder = RunRecorder(tmp_path, "warmfed", 0, 0, "digits-domains")
+    recorder.add_client(0, "clean", node_id=10)
+    grid = MeteredGrid(ScriptedGrid({10: [("lost", 0)] * 3}), recorder, retries=2)
+    (last,) = grid.stream([message(10)], timeout=5.0)
+    assert last.has_error() and [r["attempt"] for r in recorder.retries] == [1, 2]
