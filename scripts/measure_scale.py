@@ -11,8 +11,10 @@ in each) and proportional memory (PSS, Linux's smaps_rollup; a shared page is sp
 processes sharing it, so the sum is the memory the run really occupies). Per process, its own
 peaks. The run gets a SuperLink of its own (launch.run_app), never one another run left behind.
 
-Prints one JSON line and writes it to <output-dir>/scale.json; every sample of every process
-(seconds since the start, pid, label, RSS and PSS bytes) goes to <output-dir>/memory.csv.
+Prints one JSON line and writes it to <output-dir>/scale.json (with each phase's seconds per client and
+the peak of the process that runs the ServerApp and Flower's simulation engine, `flwr-simulation`);
+every sample of every process (seconds since the start, pid, label, RSS and PSS bytes) goes to
+<output-dir>/memory.csv. `scripts/plot_scale.py` draws the cost per client of several such runs.
 """
 
 from __future__ import annotations
@@ -34,11 +36,12 @@ from warmfed_flwr.launch import count_clients, requested_config, run_app
 
 @dataclass
 class ProcessPeak:
-    """One process's highest resident and proportional memory seen."""
+    """One process's highest resident and proportional memory seen, and the CPU seconds it had used when last seen."""
 
     label: str
     rss: int = 0
     pss: int = 0
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -69,7 +72,9 @@ class MemorySampler:
         for proc in self.run_processes():
             try:
                 rss, pss = proc.memory_info().rss, proportional_set_size(proc.pid)
+                times = proc.cpu_times()
                 peak = self.processes.setdefault(proc.pid, ProcessPeak(""))
+                peak.cpu_seconds = times.user + times.system
                 peak.label = label(proc)  # Ray names its workers after they start
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, FileNotFoundError, ProcessLookupError):
                 continue
@@ -174,9 +179,13 @@ def main() -> None:
         "peak_rss_sum_gib": gib(sampler.peak_rss),
         "peak_pss_sum_gib": gib(sampler.peak_pss),
         "phases": {phase["name"]: phase["seconds"] for phase in results["phases"]},
+        "seconds_per_client_by_phase": {phase["name"]: round(phase["seconds"] / clients, 4) for phase in results["phases"]},
+        "serverapp_peak_pss_gib": max((gib(peak.pss) for peak in sampler.processes.values()
+                                       if peak.label.endswith("flwr-simulation")), default=None),
         "failures": len(results["failures"]),
         "processes": sorted(
-            ({"label": peak.label, "peak_rss_gib": gib(peak.rss), "peak_pss_gib": gib(peak.pss)}
+            ({"label": peak.label, "peak_rss_gib": gib(peak.rss), "peak_pss_gib": gib(peak.pss),
+              "cpu_seconds": round(peak.cpu_seconds, 1)}
              for peak in sampler.processes.values()),
             key=lambda entry: -entry["peak_pss_gib"],
         ),

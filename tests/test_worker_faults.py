@@ -133,3 +133,14 @@ def test_a_replacement_that_dies_while_starting_is_given_up() -> None:
     workers.retire(workers.take()).join()
     with pytest.raises(NoWorkersLeftError, match="nodes lost: none"):
         workers.take()
+
+
+def test_a_replacement_still_starting_when_the_run_ends_is_stopped() -> None:
+    ray, pool = FakeRay(two_nodes(), polls_to_start=10**6), FakePool(["w1", "w2"])
+    workers = WorkerPool(pool, ray.calls(), poll_seconds=0.0)
+    replacing = workers.retire(workers.take())
+    while not workers.fresh:  # the fresh worker has been started
+        replacing.join(timeout=0.01)
+    workers.close()
+    replacing.join()
+    assert ray.stopped == ["w2", "fresh"] and pool.pool == ["w1"] and workers.starting == 0

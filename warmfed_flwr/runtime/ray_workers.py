@@ -7,7 +7,7 @@ message handed to that worker then fails. Its engine also runs one thread per wo
 started with, and a thread that finds no idle worker fails its message.
 
 `install()` replaces `process_message` with one that waits for an idle worker and retires a worker
-whose process is gone. A fresh worker is started in its place and joins the idle ones once it is
+whose process is gone (and `terminate` with one that first stops the workers still starting). A fresh worker is started in its place and joins the idle ones once it is
 up; while it waits for room, it is given no message. When the cluster's live nodes (`ray.nodes()`)
 hold no more workers than the pool still has, as when a node was lost, the fresh worker is
 cancelled and the pool goes on smaller, its threads waiting for the workers left. The message that
@@ -61,6 +61,8 @@ class WorkerPool:
         self.poll_seconds = poll_seconds
         self.changed = threading.Condition()
         self.starting = 0  # fresh workers not yet up
+        self.fresh: list[Any] = []  # ... and those workers, stopped if the run ends before they are up
+        self.closed = False
         self.first_nodes = {node.node_id: node for node in ray_calls.nodes()}
 
     def room(self) -> int:
@@ -105,11 +107,20 @@ class WorkerPool:
         return replacing
 
     def replace(self) -> None:
-        """Start a fresh worker and add it to the idle ones once it is up; cancel it if the live nodes fill up first."""
-        fresh, watch = self.ray.start(self.pool)
+        """Start a fresh worker and add it to the idle ones once it is up; cancel it if the live nodes fill up first,
+        or the run ends (`close`)."""
+        with self.changed:
+            if self.closed:
+                self.starting -= 1
+                self.changed.notify_all()
+                return
+            fresh, watch = self.ray.start(self.pool)
+            self.fresh.append(fresh)
         while True:
             state = watch(self.poll_seconds)
             with self.changed:
+                if self.closed:  # `close` stopped it and counted it out
+                    return
                 if state == "up":
                     self.pool.pool.append(fresh)
                     self.pool.num_actors += 1
@@ -120,9 +131,20 @@ class WorkerPool:
                                    "workers go on", self.lost_nodes(), self.pool.num_actors)
                 else:
                     continue  # starting, and there is room for it: wait on
+                self.fresh.remove(fresh)
                 self.starting -= 1
                 self.changed.notify_all()
                 return
+
+    def close(self) -> None:
+        """The run ends: stop the workers still starting, and start no more (the idle ones are Flower's to end)."""
+        with self.changed:
+            self.closed = True
+            for fresh in self.fresh:
+                self.ray.stop(fresh)
+            self.starting -= len(self.fresh)
+            self.fresh.clear()
+            self.changed.notify_all()
 
 
 def _start_worker(ray: Any, pool: Any) -> tuple[Any, WorkerWatch]:
@@ -162,6 +184,7 @@ def install() -> None:
     except ImportError:
         return
     original = RayBackend.process_message
+    original_terminate = RayBackend.terminate
     ray_calls = RayCalls(
         nodes=lambda: live_nodes(ray.nodes()),
         start=lambda pool: _start_worker(ray, pool),
@@ -185,7 +208,14 @@ def install() -> None:
         workers.give_back(worker)
         return reply, updated_context
 
+    def terminate(self: Any) -> None:
+        shared = getattr(self, "_warmfed_worker_pool", None)
+        if shared is not None:
+            shared.close()
+        original_terminate(self)
+
     setattr(process_message, _MARK, True)
     with _installed:
         if not getattr(RayBackend.process_message, _MARK, False):
             RayBackend.process_message = process_message
+            RayBackend.terminate = terminate
