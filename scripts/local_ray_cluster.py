@@ -158,7 +158,8 @@ def hiding_script(hide: list[Path], venv: Path, work_dir: Path) -> str:
     for folder in hide:
         commands.append(f"mount -t tmpfs -o size=1m none {shlex.quote(str(folder))}")
     if keep is not None:
-        commands += [f"mkdir -p {shlex.quote(str(venv))}", f"mount --bind {shlex.quote(str(view))} {shlex.quote(str(venv))}"]
+        venv_path, view_path = shlex.quote(str(venv)), shlex.quote(str(view))
+        commands += [f"mkdir -p {venv_path}", f"mount --bind {view_path} {venv_path}"]
     return " && ".join(commands)
 
 

@@ -74,7 +74,8 @@ def main() -> None:
         record["join_without_hook_seconds"] = round(join(cluster.address, ship=False), 3)
         ray.shutdown()
         record["join_with_hook_seconds"] = round(join(cluster.address, ship=True), 3)
-        second = next(node for node in ray.nodes() if node["Alive"] and not node["Resources"].get("node:__internal_head__"))
+        second = next(node for node in ray.nodes()
+                      if node["Alive"] and not node["Resources"].get("node:__internal_head__"))
         worker = Receiver.options(
             scheduling_strategy=NodeAffinitySchedulingStrategy(second["NodeID"], soft=False)).remote()
         start = time.perf_counter()

@@ -179,7 +179,9 @@ def main() -> None:
         "peak_rss_sum_gib": gib(sampler.peak_rss),
         "peak_pss_sum_gib": gib(sampler.peak_pss),
         "phases": {phase["name"]: phase["seconds"] for phase in results["phases"]},
-        "seconds_per_client_by_phase": {phase["name"]: round(phase["seconds"] / clients, 4) for phase in results["phases"]},
+        "seconds_per_client_by_phase": {
+            phase["name"]: round(phase["seconds"] / clients, 4) for phase in results["phases"]
+        },
         "serverapp_peak_pss_gib": max((gib(peak.pss) for peak in sampler.processes.values()
                                        if peak.label.endswith("flwr-simulation")), default=None),
         "failures": len(results["failures"]),

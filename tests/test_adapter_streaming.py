@@ -36,7 +36,9 @@ class StreamingRun:
         self.adapters = {pid: {name: np.full(shape, pid, np.float32) for name, shape in shapes.items()}
                          for pid in range(4)}
 
-    def stream(self, phase: str, message_type: str, contents: dict[int, RecordDict]) -> Iterator[tuple[int, RecordDict]]:
+    def stream(
+        self, phase: str, message_type: str, contents: dict[int, RecordDict]
+    ) -> Iterator[tuple[int, RecordDict]]:
         assert phase == "lora" and message_type == "train.lora" and len(contents) == 4
         for pid in self.arrival:
             self.handed_out += 1

@@ -60,7 +60,8 @@ def test_the_launcher_sizes_clients_from_the_clusters_gpus_and_names_every_node(
     assert share == 0.25  # four 8-GiB Stable Diffusion clients on the 80-GiB card, not this machine's nvidia-smi
     line = capsys.readouterr().out
     assert "aaaaaaaa (10.0.0.1) 8 CPUs, 1 GPU (NVIDIA H100 80GB HBM3, 79.6 GiB)" in line
-    assert "bbbbbbbb (10.0.0.2) 2 CPUs, no GPU" in line and "each client gets 2 CPU and 0.25 GPU: 4 clients at once" in line
+    assert "bbbbbbbb (10.0.0.2) 2 CPUs, no GPU" in line
+    assert "each client gets 2 CPU and 0.25 GPU: 4 clients at once" in line
     assert env[ray_cluster.ADDRESS_VARIABLE] == "10.0.0.1:6379" and env[ray_cluster.HOOK_VARIABLE] == ray_cluster.HOOK
     assert env[ray_cluster.APP_PACKAGE_VARIABLE] == str(tmp_path / "warmfed_flwr")
     assert env["PYTHONPATH"].split(os.pathsep)[0] == str(tmp_path)
@@ -142,5 +143,6 @@ def test_a_failed_run_says_why_in_results_and_the_launcher_repeats_it(
     monkeypatch.setattr(launch, "visible_gpus", lambda: [])
     monkeypatch.setattr(launch.subprocess, "run", lambda command, **kwargs: subprocess.CompletedProcess(command, 0))
     monkeypatch.setattr(launch, "last_run_status", lambda env, app_dir: "finished:failed")
-    with pytest.raises(launch.RunFailedError, match="the ServerApp stopped with TooFewClientsError.*nodes lost: bbbbbbbb"):
+    stopped_with = "the ServerApp stopped with TooFewClientsError.*nodes lost: bbbbbbbb"
+    with pytest.raises(launch.RunFailedError, match=stopped_with):
         launch.run_app({"output-dir": str(tmp_path)}, ROOT)

@@ -68,7 +68,8 @@ def test_the_indexed_lookup_gives_every_node_what_flowers_own_gives(monkeypatch:
     state, grid, nodes = federation(10)
     indexed = sweeps(state, grid, nodes)
     assert indexed == flower
-    assert indexed[0][3] == (3, "first-3") and (3, "second-3") in indexed[1] and (5, "expired-5") not in sum(indexed, [])
+    assert indexed[0][3] == (3, "first-3") and (3, "second-3") in indexed[1]
+    assert (5, "expired-5") not in sum(indexed, [])
     assert not [msg for msg in state.message_ins_store.values() if msg.metadata.ttl < 1]  # the expired one is deleted
 
 

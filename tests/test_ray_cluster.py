@@ -108,7 +108,8 @@ class LaunchedRun:
 
 def lora_nodes(results: dict[str, Any]) -> dict[int, set[str]]:
     """The Ray nodes each client's `lora` reply came from, by partition id."""
-    return {c["partition_id"]: {place["node_id"] for place in c["details"]["ran_on"]["lora"]} for c in results["clients"]}
+    return {c["partition_id"]: {place["node_id"] for place in c["details"]["ran_on"]["lora"]}
+            for c in results["clients"]}
 
 
 def worker_node_actors(cluster: Cluster) -> list[int]:

@@ -10,8 +10,8 @@ a machine with GPUs each client gets a GPU share computed from the GPUs and the 
 RAY_ADDRESS) the simulation runs on that existing Ray cluster, its clients sized from the cluster's
 nodes, and the app's code shipped to every node (warmfed_flwr/runtime/ray_cluster.py). Every run
 gets a local SuperLink of its own on free ports, never one that another run or checkout left
-running, and stops it at the end (--keep-superlink leaves it). The output directory is resolved to an absolute path before the run
-starts. `flwr run --stream` exits 0 even when the ServerApp fails, so success is judged by
+running, and stops it at the end (--keep-superlink leaves it). The output directory is resolved to
+an absolute path before the run starts. `flwr run --stream` exits 0 even when the ServerApp fails, so success is judged by
 results.json and `flwr list`.
 """
 

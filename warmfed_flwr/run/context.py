@@ -39,7 +39,9 @@ class RunContext:
         """
         return send_phase(self.grid, self.recorder, phase, message_type, contents, self._limits(min_clients))
 
-    def stream(self, phase: str, message_type: str, contents: Mapping[int, RecordDict]) -> Iterator[tuple[int, RecordDict]]:
+    def stream(
+        self, phase: str, message_type: str, contents: Mapping[int, RecordDict]
+    ) -> Iterator[tuple[int, RecordDict]]:
         """As `send`, but each good reply (node id, content) as it arrives, so that they need not all be held."""
         return stream_phase(self.grid, self.recorder, phase, message_type, contents, self._limits(None))
 

@@ -97,7 +97,9 @@ def is_good_reply(recorder: RunRecorder, phase: str, destinations: Mapping[str, 
     return False
 
 
-def record_unanswered(recorder: RunRecorder, phase: str, sent: list[Message], answered: set[str], timeout: float) -> None:
+def record_unanswered(
+    recorder: RunRecorder, phase: str, sent: list[Message], answered: set[str], timeout: float
+) -> None:
     """Record a failure for each message of `sent` whose id is not in `answered`."""
     for node_id in sorted(msg.metadata.dst_node_id for msg in sent if msg.metadata.message_id not in answered):
         recorder.add_failure(phase, node_id, f"no reply within {timeout:g} s")

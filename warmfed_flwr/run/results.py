@@ -62,7 +62,8 @@ def nodes_used(clients: list[ClientResult]) -> list[dict[str, Any]]:
                 node["partitions"].add(client.partition_id)
                 node["pids"].add(place["pid"])
     return [
-        {**node, "clients": len(node["partitions"]), "partitions": sorted(node["partitions"]), "pids": sorted(node["pids"])}
+        {**node, "clients": len(node["partitions"]), "partitions": sorted(node["partitions"]),
+         "pids": sorted(node["pids"])}
         for node in nodes.values()
     ]
 
@@ -97,7 +98,8 @@ class RunRecorder:
         self.error: str | None = None  # why the run stopped, when it failed
         self.snapshot_seconds = 0.0  # spent taking snapshots (warmfed_flwr/run/snapshots.py), not on the run itself
         self._node_to_partition: dict[int, int] = {}
-        self._unplaced: dict[int, list[tuple[str, dict[str, Any]]]] = {}  # placements seen before discovery named the client
+        # placements seen before discovery named their client, by node id
+        self._unplaced: dict[int, list[tuple[str, dict[str, Any]]]] = {}
         self._started = time.perf_counter()
         out_dir.mkdir(parents=True, exist_ok=True)
 

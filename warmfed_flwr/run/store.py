@@ -151,7 +151,9 @@ class WarmStartStore:
         return [ClientAdapter(by_pid[pid], store.adapter_info(key, pid)["label_counts"], store, key)
                 for pid in sorted(partitions)]
 
-    def _collected_adapters(self, collect: Callable[[KeepAdapter], list[ClientAdapter]], key: str) -> list[ClientAdapter]:
+    def _collected_adapters(
+        self, collect: Callable[[KeepAdapter], list[ClientAdapter]], key: str
+    ) -> list[ClientAdapter]:
         """Run phase `lora`; a complete, failure-free set of adapters also goes to the cache, one adapter at a time."""
         rec, clients = self.recorder, self.run.clients
         before = {c.partition_id: (rec.clients[c.partition_id].bytes_up, rec.clients[c.partition_id].bytes_down)

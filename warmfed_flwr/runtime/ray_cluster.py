@@ -178,7 +178,8 @@ def _read_cluster(address: str) -> list[RayNode]:
                 listing = ray.remote(num_cpus=0, scheduling_strategy=where)(gpus_module.listed_gpus)
                 listed = ray.get(listing.remote(), timeout=60)[: int(node.gpu_count)]
                 # GPUs Ray counts but nvidia-smi does not list (e.g. declared with --num-gpus): memory unknown
-                listed += [Gpu(i, "", "GPU not listed by nvidia-smi", 0.0) for i in range(len(listed), int(node.gpu_count))]
+                unlisted = range(len(listed), int(node.gpu_count))
+                listed += [Gpu(i, "", "GPU not listed by nvidia-smi", 0.0) for i in unlisted]
             nodes.append(replace(node, gpus=listed))
         return nodes
     finally:

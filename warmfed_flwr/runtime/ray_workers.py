@@ -7,8 +7,8 @@ message handed to that worker then fails. Its engine also runs one thread per wo
 started with, and a thread that finds no idle worker fails its message.
 
 `install()` replaces `process_message` with one that waits for an idle worker and retires a worker
-whose process is gone (and `terminate` with one that first stops the workers still starting). A fresh worker is started in its place and joins the idle ones once it is
-up; while it waits for room, it is given no message. When the cluster's live nodes (`ray.nodes()`)
+whose process is gone (and `terminate` with one that first stops the workers still starting). A
+fresh worker is started in its place and joins the idle ones once it is up; while it waits for room, it is given no message. When the cluster's live nodes (`ray.nodes()`)
 hold no more workers than the pool still has, as when a node was lost, the fresh worker is
 cancelled and the pool goes on smaller, its threads waiting for the workers left. The message that
 was running on the dead worker still fails (error code UNKNOWN), and `run.grid.MeteredGrid` asks
