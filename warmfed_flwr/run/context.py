@@ -10,7 +10,7 @@ from flwr.app import RecordDict
 from warmfed_flwr.config import Settings
 from warmfed_flwr.run.checkpoint import Checkpoint
 from warmfed_flwr.run.grid import DelegatingGrid
-from warmfed_flwr.run.federation import ClientInfo, ReplyLimits, send_phase, stream_phase
+from warmfed_flwr.run.federation import ClientInfo, ReplyLimits, stream_phase
 from warmfed_flwr.run.results import RunRecorder
 
 
@@ -37,7 +37,7 @@ class RunContext:
 
         `min_clients` None: the run's `min-clients`; an evaluation that must not stop the run passes 0.
         """
-        return send_phase(self.grid, self.recorder, phase, message_type, contents, self._limits(min_clients))
+        return dict(stream_phase(self.grid, self.recorder, phase, message_type, contents, self._limits(min_clients)))
 
     def stream(
         self, phase: str, message_type: str, contents: Mapping[int, RecordDict]

@@ -151,20 +151,8 @@ def stream_phase(
         )
 
 
-def send_phase(
-    grid: DelegatingGrid,
-    recorder: RunRecorder,
-    phase: str,
-    message_type: str,
-    contents: Mapping[int, RecordDict],
-    limits: ReplyLimits,
-) -> dict[int, RecordDict]:
-    """Send one message per node, return the good replies by node id, record every failure (see `stream_phase`)."""
-    return dict(stream_phase(grid, recorder, phase, message_type, contents, limits))
-
-
 def _query_info(
-    grid: Grid,
+    grid: DelegatingGrid,
     recorder: RunRecorder,
     node_ids: list[int],
     expected: int | None,
@@ -175,9 +163,9 @@ def _query_info(
     With `expected` None (node-local data: the server cannot count the clients) the nodes' own
     `num-partitions` is the federation's size, and every node must give the same.
     """
-    replies = send_phase(
+    replies = dict(stream_phase(
         grid, recorder, "discover", "query.info", {n: RecordDict() for n in node_ids}, ReplyLimits(timeout, 0)
-    )
+    ))
     infos = []
     for node_id, content in sorted(replies.items()):
         rec = content["info"]
@@ -210,7 +198,7 @@ def _query_info(
 
 
 def discover_clients(
-    grid: Grid,
+    grid: DelegatingGrid,
     recorder: RunRecorder,
     expected: int | None,
     timeout: float,
