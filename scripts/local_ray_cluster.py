@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -124,6 +125,17 @@ class LocalRayCluster:
                 continue
         return found
 
+    def client_workers(self, name: str) -> list[int]:
+        """The pids of the ClientApp workers (Flower's `ClientAppActor`s) running on node `name`."""
+        pids = []
+        for process in self.processes(name):
+            try:
+                if process.cmdline()[:1] and process.cmdline()[0].startswith("ray::ClientAppActor"):
+                    pids.append(process.pid)
+            except psutil.NoSuchProcess:
+                continue
+        return pids
+
     def kill(self, name: str) -> None:
         """SIGKILL every process of node `name` at once, as if its machine died."""
         try:
@@ -145,6 +157,57 @@ class LocalRayCluster:
             for victim in alive:
                 victim.kill()
             process.wait()
+
+
+class LaunchedRun:
+    """`python -m warmfed_flwr.launch` on the cluster at `address`, as a user runs it (with `arguments`), its output
+    read line by line as it comes."""
+
+    def __init__(self, address: str, flwr_home: Path, arguments: list[str]) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"FLWR_HOME": str(flwr_home)}
+        self.flwr_home = flwr_home
+        self.lines: list[str] = []
+        self.started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "warmfed_flwr.launch", "--ray-address", address, *arguments],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout or []), daemon=True)
+        self.reader.start()
+
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for_line(self, *parts: str, timeout: float = 120.0) -> str:
+        """The first output line holding every one of `parts`; TimeoutError if none came while the launcher ran."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in list(self.lines):
+                if all(part in line for part in parts):
+                    return line
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise TimeoutError(f"no line with {parts} in the launcher's output:\n{self.output()[-4000:]}")
+            time.sleep(0.1)
+
+    def finish(self, timeout: float = 600.0) -> int:
+        """Wait for the launcher (killed after `timeout`) and stop what its run left; its exit code."""
+        try:
+            return self.process.wait(timeout=timeout)
+        finally:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.reader.join(timeout=10)
+            stop_runs(self.flwr_home)
+
+
+def stop_runs(flwr_home: Path) -> None:
+    """Stop what a run under `flwr_home` left behind (its SuperLink and the processes it started)."""
+    for process in psutil.process_iter(["pid"]):
+        try:
+            if process.environ().get("FLWR_HOME") == str(flwr_home):
+                process.terminate()
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
 
 
 def hiding_script(hide: list[Path], venv: Path, work_dir: Path) -> str:
@@ -173,6 +236,8 @@ def main() -> None:
     if args.hide_app and os.geteuid() != 0:
         sys.exit("--hide-app needs root: it mounts an empty folder over the project in each worker node's namespace")
     cluster = LocalRayCluster(cpus_per_node=args.cpus_per_node)
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):  # also when started in the background (SIGINT ignored there)
+        signal.signal(stop_signal, signal.default_int_handler)
     try:
         cluster.start_head(args.head_cpus)
         for index in range(1, args.nodes):
@@ -180,7 +245,7 @@ def main() -> None:
         cluster.wait_for_nodes(args.nodes)
         print(f"Ray cluster of {args.nodes} nodes at {cluster.address} (logs in {cluster.temp_dir}); run\n"
               f"  python -m warmfed_flwr.launch --ray-address {cluster.address} --preset conf/smoke.toml\n"
-              "Ctrl-C stops it.", flush=True)
+              "Ctrl-C (or SIGTERM) stops it.", flush=True)
         signal.pause()
     except KeyboardInterrupt:
         pass

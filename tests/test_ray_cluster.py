@@ -10,14 +10,14 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
-import psutil
 import pytest
-from local_ray_cluster import LocalRayCluster
+from local_ray_cluster import LaunchedRun, LocalRayCluster
+from lose_ray_node import lose_node_during_lora
+
+from warmfed_flwr.runtime.ray_cluster import describe_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_GPU = "0, GPU-test-0000, NVIDIA Test GPU, 24576"  # what the stand-in nvidia-smi on the second node prints
@@ -33,8 +33,6 @@ class Cluster:
     def __init__(self, nodes: LocalRayCluster, flwr_home: Path) -> None:
         self.nodes = nodes
         self.flwr_home = flwr_home
-        from warmfed_flwr.runtime.ray_cluster import describe_cluster
-
         described = describe_cluster(nodes.address)
         self.worker_id = next(node.node_id for node in described if node.gpu_count > 0)
         self.head_id = next(node.node_id for node in described if node.gpu_count == 0)
@@ -53,57 +51,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         nodes.wait_for_nodes(2)
         yield Cluster(nodes, flwr_home)
     finally:
-        stop_runs(flwr_home)
         nodes.stop()
         shutil.rmtree(nodes.temp_dir, ignore_errors=True)
-
-
-def stop_runs(flwr_home: Path) -> None:
-    """Stop what a run under `flwr_home` left behind (its SuperLink and the processes it started)."""
-    for proc in psutil.process_iter(["pid"]):
-        try:
-            if proc.environ().get("FLWR_HOME") == str(flwr_home):
-                proc.terminate()
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
-            continue
-
-
-class LaunchedRun:
-    """The launcher run as a user runs it, its output read line by line as it comes."""
-
-    def __init__(self, cluster: Cluster, out_dir: Path, run_config: str) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"FLWR_HOME": str(cluster.flwr_home)}
-        self.out_dir = out_dir
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "warmfed_flwr.launch", "--preset", "conf/smoke.toml", "--output-dir", str(out_dir),
-             "--ray-address", cluster.nodes.address, "--gpus-per-client", "0", "--run-config", run_config],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self.reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
-        self.reader.start()
-
-    def wait_for_line(self, *parts: str, timeout: float = 120.0) -> str:
-        """The first output line holding every one of `parts`, waiting for it while the launcher runs."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for line in list(self.lines):
-                if all(part in line for part in parts):
-                    return line
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"no line with {parts} in the launcher's output:\n{''.join(self.lines)[-4000:]}")
-            time.sleep(0.1)
-
-    def finish(self, timeout: float = 300.0) -> dict[str, Any]:
-        """Wait for the launcher; results.json once it exited 0."""
-        try:
-            returncode = self.process.wait(timeout=timeout)
-        finally:
-            if self.process.poll() is None:
-                self.process.kill()
-            self.reader.join(timeout=10)
-        assert returncode == 0, "".join(self.lines)[-4000:]
-        return json.loads((self.out_dir / "results.json").read_text())
 
 
 def lora_nodes(results: dict[str, Any]) -> dict[int, set[str]]:
@@ -112,16 +61,17 @@ def lora_nodes(results: dict[str, Any]) -> dict[int, set[str]]:
             for c in results["clients"]}
 
 
-def worker_node_actors(cluster: Cluster) -> list[int]:
-    """The pids of the ClientApp workers running on the second node."""
-    pids = []
-    for proc in cluster.nodes.processes("worker"):
-        try:
-            if proc.cmdline()[:1] and proc.cmdline()[0].startswith("ray::ClientAppActor"):
-                pids.append(proc.pid)
-        except psutil.NoSuchProcess:
-            continue
-    return pids
+def launch(cluster: Cluster, out_dir: Path, run_config: str) -> LaunchedRun:
+    """The launcher on the cluster with the smoke preset; every client takes one CPU, no GPU."""
+    return LaunchedRun(cluster.nodes.address, cluster.flwr_home, [
+        "--preset", "conf/smoke.toml", "--output-dir", str(out_dir), "--gpus-per-client", "0", "--run-config", run_config,
+    ])
+
+
+def finished(run: LaunchedRun, out_dir: Path) -> dict[str, Any]:
+    """results.json of a run that had to complete."""
+    assert run.finish() == 0, run.output()[-4000:]
+    return json.loads((out_dir / "results.json").read_text())
 
 
 def test_the_app_runs_on_both_nodes_although_the_second_one_lacks_it(cluster: Cluster, tmp_path: Path) -> None:
@@ -130,8 +80,8 @@ def test_the_app_runs_on_both_nodes_although_the_second_one_lacks_it(cluster: Cl
                             "import warmfed_flwr"], capture_output=True, text=True)
     assert probe.returncode != 0 and "No module named 'warmfed_flwr'" in probe.stderr  # the node cannot import it
 
-    run = LaunchedRun(cluster, tmp_path / "run", "timeout=120.0")
-    results = run.finish()
+    run = launch(cluster, tmp_path / "run", "timeout=120.0")
+    results = finished(run, tmp_path / "run")
     sizing = next(line for line in run.lines if line.startswith("[launch] Ray cluster at"))
     assert "2 nodes:" in sizing and "1 CPU, no GPU" in sizing and "1 GPU (NVIDIA Test GPU, 24.0 GiB)" in sizing
     assert sizing.rstrip().endswith("each client gets 1 CPU, no GPU: 2 clients at once")
@@ -142,15 +92,9 @@ def test_the_app_runs_on_both_nodes_although_the_second_one_lacks_it(cluster: Cl
 
 
 def test_a_node_lost_during_lora_costs_no_client(cluster: Cluster, tmp_path: Path) -> None:
-    run = LaunchedRun(cluster, tmp_path / "run", "timeout=120.0 lora.steps=20")
-    run.wait_for_line("[lora] sending train.lora")
-    deadline = time.monotonic() + 60
-    while not (actors := worker_node_actors(cluster)) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert actors, "no ClientApp worker started on the second node"
-    run.wait_for_line(f"pid={actors[0]})", "[lora] partition", "/20,")  # a fit is running there
-    cluster.nodes.kill("worker")
-    results = run.finish()
+    run = launch(cluster, tmp_path / "run", "timeout=120.0 lora.steps=20")
+    lose_node_during_lora(cluster.nodes, "worker", run)
+    results = finished(run, tmp_path / "run")
 
     retried = {r["partition_id"] for r in results["retries"]}
     assert retried and all(r["phase"] == "lora" and r["reason"].startswith("worker failed") for r in results["retries"])
