@@ -7,36 +7,11 @@ import time
 
 import pytest
 from flwr.app import ConfigRecord, Message, RecordDict
-from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
-from flwr.proto.task_pb2 import Task  # pylint: disable=no-name-in-module
-from flwr.server.superlink.fleet.vce.vce_api import _register_nodes
-from flwr.server.superlink.linkstate import LinkStateFactory
-from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState, RunRecord
-from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
-from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME, NOOP_FEDERATION_ID
-from flwr.supercore.object_store import ObjectStoreFactory
-from flwr.supercore.run import Run
-from flwr.supercore.task_identity import TaskIdentity
-from flwr.superlink.federation import NoOpFederationManager
+from flwr.server.superlink.linkstate.in_memory_linkstate import InMemoryLinkState
 from flwr.superlink.grid import InMemoryGrid
+from measure_link_state import federation
 
 from warmfed_flwr.runtime import link_state
-
-
-def federation(num_nodes: int) -> tuple[InMemoryLinkState, InMemoryGrid, list[int]]:
-    """An in-memory LinkState with `num_nodes` simulated nodes and a run, as Flower's simulation engine makes them."""
-    factory = LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(simulation=True), ObjectStoreFactory())
-    nodes = list(_register_nodes(num_nodes, factory))
-    state = factory.state()
-    run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
-    run.federation_id = NOOP_FEDERATION_ID
-    run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
-    state.run_ids[run.run_id] = RunRecord(run=run)
-    state.task_store[run.primary_task_id] = Task(task_id=run.primary_task_id, run_id=run.run_id)
-    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, run.run_id, SUPERLINK_NODE_ID
-    grid = InMemoryGrid(factory)
-    grid.set_run(run)
-    return state, grid, nodes
 
 
 def sweeps(state: InMemoryLinkState, grid: InMemoryGrid, nodes: list[int]) -> list[list[tuple[int, str]]]:
