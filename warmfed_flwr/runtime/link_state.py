@@ -5,9 +5,9 @@ simulated SuperNode, every 0.1 s (`vce_api.add_messages_to_queue`). `InMemoryLin
 answers by checking every stored message for expiry and federation membership before it looks at
 the message's destination, and a message stays stored until its reply is pulled. With N clients
 and their N messages in flight, each sweep of the engine does N x N such checks: measured on the
-project's 2-core machine (benchmarks: BENCHMARKS.md, "1,000 clients"), 0.03 s per sweep at 100
-clients, 0.26 s at 300 and 3.1 s at 1,000, so that at 1,000 clients one of the two cores only
-scans the message store, all phase long.
+project's 2-core machine (`scripts/measure_link_state.py`; BENCHMARKS.md, "1,000 clients on 2
+cores"), 0.029 s per sweep at 100 clients, 0.27 s at 300 and 2.9 s at 1,000, so that at 1,000
+clients one of the two cores only scans the message store, all phase long.
 
 `install()` replaces the method with one that looks the node's undelivered messages up in an
 index by destination, rebuilt only when the store changed (messages added or deleted), and checks
