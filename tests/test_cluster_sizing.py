@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import ray
 from flwr.app import Message, Metadata, MetricRecord, RecordDict
 
 from warmfed_flwr import launch
@@ -112,7 +113,9 @@ def test_a_reply_says_where_it_ran_and_the_server_takes_that_out_before_counting
     query = Message(RecordDict(), metadata=reply_metadata("train.lora"))
     reply = report_placement(query, None, lambda msg, context: Message(
         RecordDict({"metrics": MetricRecord({"num-examples": 1})}), metadata=reply_metadata("train.lora")))
-    assert set(reply.content[PLACEMENT_KEY]) == {"host", "pid"}  # no Ray in this process: host and process only
+    in_ray = ray.is_initialized()  # the session's Ray, when a simulation ran before in this process
+    expected_keys = {"host", "pid"} | ({"node_id", "node_address"} if in_ray else set())
+    assert set(reply.content[PLACEMENT_KEY]) == expected_keys  # outside Ray: the host and the process only
     place = take_placement(reply)
     assert place is not None and place["pid"] == os.getpid() and PLACEMENT_KEY not in reply.content
     assert take_placement(reply) is None
@@ -125,8 +128,8 @@ def test_a_reply_says_where_it_ran_and_the_server_takes_that_out_before_counting
         recorder.add_placement(7, place)
     assert recorder.clients[3].details["ran_on"] == {"discover": [place], "lora": [place]}
     nodes = recorder.to_dict()["nodes"]
-    assert nodes == [{"node_id": None, "node_address": None, "host": place["host"], "partitions": [3],
-                      "pids": [os.getpid()], "clients": 1}]
+    assert nodes == [{"node_id": place.get("node_id"), "node_address": place.get("node_address"), "host": place["host"],
+                      "partitions": [3], "pids": [os.getpid()], "clients": 1}]
 
 
 def test_a_failed_run_says_why_in_results_and_the_launcher_repeats_it(
