@@ -26,6 +26,10 @@ H100 = Gpu(0, "GPU-a", "NVIDIA H100 80GB HBM3", 79.6)
 def test_the_address_must_be_host_and_port_of_the_cluster() -> None:
     assert ray_cluster.cluster_address("10.0.0.1:6379") == "10.0.0.1:6379"
     assert ray_cluster.cluster_address("local") is None and ray_cluster.cluster_address("") is None
+    assert ray_cluster.cluster_address("auto") == "auto"
+    exported = {"RAY_ADDRESS": "10.0.0.1:6379", ray_cluster.HOOK_VARIABLE: ray_cluster.HOOK, "OTHER": "1"}
+    assert ray_cluster.without_cluster(exported) == {"RAY_ADDRESS": "local", "OTHER": "1"}
+    assert ray_cluster.without_cluster({"OTHER": "1"}) == {"OTHER": "1"}  # nothing exported: nothing changes
     with pytest.raises(ClusterError, match="Ray Client address"):
         ray_cluster.check_address("ray://10.0.0.1:10001")
     with pytest.raises(ClusterError, match="expected host:port"):

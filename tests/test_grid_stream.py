@@ -91,3 +91,15 @@ def test_a_reply_lost_on_every_attempt_is_handed_over_as_the_error_it_is(tmp_pat
     grid = MeteredGrid(ScriptedGrid({10: [("lost", 0)] * 3}), recorder, retries=2)
     (last,) = grid.stream([message(10)], timeout=5.0)
     assert last.has_error() and [r["attempt"] for r in recorder.retries] == [1, 2]
+
+
+def test_a_reply_stored_before_its_timeout_is_not_lost_while_the_caller_works_on_another(tmp_path: Path) -> None:
+    recorder = RunRecorder(tmp_path, "warmfed", 0, 0, "digits-domains")
+    for partition, node in enumerate((10, 20)):
+        recorder.add_client(partition, "clean", node_id=node)
+    grid = MeteredGrid(ScriptedGrid({10: [("ok", 0)], 20: [("ok", 1)]}), recorder)
+    got = []
+    for reply in grid.stream([message(10), message(20)], timeout=0.2):
+        got.append(reply.metadata.src_node_id)
+        time.sleep(0.3)  # validating and storing an adapter takes longer than the timeout
+    assert got == [10, 20]

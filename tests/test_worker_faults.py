@@ -144,3 +144,19 @@ def test_a_replacement_still_starting_when_the_run_ends_is_stopped() -> None:
     workers.close()
     replacing.join()
     assert ray.stopped == ["w2", "fresh"] and pool.pool == ["w1"] and workers.starting == 0
+
+
+def test_a_replacement_that_does_not_come_up_in_time_or_cannot_be_started_is_given_up() -> None:
+    ray, pool = FakeRay(two_nodes(), polls_to_start=10**6), FakePool(["w1", "w2"])
+    workers = WorkerPool(pool, ray.calls(), poll_seconds=0.0, start_seconds=0.05)
+    workers.retire(workers.take()).join()  # room for it, but it never comes up
+    assert ray.stopped == ["w2", "fresh"] and pool.pool == ["w1"] and workers.starting == 0
+
+    def refuse(pool: FakePool) -> None:
+        raise RuntimeError("runtime env setup failed")
+
+    broken = RayCalls(nodes=lambda: two_nodes(), start=refuse, stop=ray.stopped.append)
+    workers = WorkerPool(FakePool(["w1"]), broken, poll_seconds=0.0)
+    workers.retire(workers.take()).join()
+    with pytest.raises(NoWorkersLeftError):  # no worker left, none starting: the run is told, it does not hang
+        workers.take()

@@ -162,6 +162,8 @@ def run_app(
     # the SuperLink is started from PATH: this interpreter's own `flwr` first
     path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
     env = {**os.environ, **FLOWER_ENV, **superlink.env(), **cluster_env, "PATH": path}
+    if not address:  # --ray-address local beats an exported RAY_ADDRESS
+        env = ray_cluster.without_cluster(env)
     env.setdefault("FLWR_HOME", str(app_dir / ".flwr"))
     federation = (
         f"num-supernodes={num_clients} client-resources-num-cpus={cpus_per_client} "

@@ -58,10 +58,11 @@ def finish_adapters(checkpoint: Checkpoint, settings: Settings, out_dir: Path) -
     exports each as `adapters/partition-<id>/` in the format its library opens (warmfed_flwr/generative/export.py)."""
     done = checkpoint.entry("lora")
     if settings.keep_adapters and done is not None:
-        for pid in sorted(done["partitions"]):
+        kept = [pid for pid in sorted(done["partitions"]) if checkpoint.store.has_adapters(done["key"], [pid])]
+        for pid in kept:  # none left when a resumed run had already finished
             adapter, _ = checkpoint.store.load_adapter(done["key"], pid)
             export_adapter(settings.lora.backbone, adapter, out_dir / "adapters" / f"partition-{pid}")
-        logger.info("kept %d received adapters in %s (keep-adapters=true)", len(done["partitions"]), out_dir / "adapters")
+        logger.info("kept %d received adapters in %s (keep-adapters=true)", len(kept), out_dir / "adapters")
     deleted = checkpoint.delete_adapters()
     if deleted and not settings.keep_adapters:
         logger.info("deleted %d received adapters from the run directory (keep-adapters=false)", deleted)

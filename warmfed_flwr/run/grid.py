@@ -128,6 +128,7 @@ class MeteredGrid(DelegatingGrid):
                    for msg in messages if msg.metadata.message_id in stored}
         poll_seconds = float(getattr(self._grid, "pull_interval", 3.0))
         while waiting:
+            pulled_at = time.monotonic()  # a reply stored by then is in this pull, however long the caller takes
             for reply in self._grid.pull_messages(list(waiting)):
                 attempt = waiting.pop(reply.metadata.reply_to_message_id)
                 fault = infrastructure_fault(reply)
@@ -135,15 +136,15 @@ class MeteredGrid(DelegatingGrid):
                 again = self._again(attempt.message, fault, attempt.number) if retry_left else None
                 if again is not None:
                     self._count_down([again])
-                    if self._grid.push_messages([again]):
+                    stored = set(self._grid.push_messages([again]))  # sets the message's id
+                    if again.metadata.message_id in stored:
                         waiting[again.metadata.message_id] = Attempt(
                             again, attempt.first_id, attempt.number + 1, deadline(timeout))
-                    continue
-                answers(reply, attempt.first_id)
+                        continue
+                answers(reply, attempt.first_id)  # the last attempt's reply, an error if it is one
                 self._take_in([reply])
                 yield reply
-            now = time.monotonic()
-            waiting = {msg_id: a for msg_id, a in waiting.items() if a.deadline is None or a.deadline > now}
+            waiting = {msg_id: a for msg_id, a in waiting.items() if a.deadline is None or a.deadline > pulled_at}
             if waiting:
                 time.sleep(poll_seconds)
 

@@ -7,8 +7,9 @@ a pool that were computed also to the cache. A product reused from the cache is 
 its phase ran (its bytes and seconds). A checkpointed pool (`checkpointed_pool`) makes the
 adapters unnecessary, so it is asked for first.
 
-Adapters live on disk, in the run's checkpoint, from the moment each arrives: the server holds one
-at a time (a thousand clients' adapters of the default size are about 1 GB), and generation reads
+Adapters live on disk, in the run's checkpoint, from the moment each arrives: the server holds only
+those of one pull of replies (the ones that arrived since the last, every 0.1 s in a simulation), not
+all of them (a thousand clients' adapters of the default size are about 1 GB), and generation reads
 each when it comes to its client (`ClientAdapter.arrays`).
 """
 

@@ -58,12 +58,26 @@ class RayNode:
 
 
 def cluster_address(value: str | None) -> str | None:
-    """The cluster to run on: None for none (unset, empty, or Ray's "local": a Ray instance of the run's own)."""
+    """The cluster to run on: None for none (unset, empty, or Ray's "local": a Ray instance of the run's own);
+    Ray's "auto" is the cluster `ray start` last started on this machine."""
     return None if value in (None, "", "local") else check_address(value)
+
+
+def without_cluster(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a run on a Ray instance of its own: an exported cluster address becomes "local", and the hook that
+    ships the app to a cluster is dropped."""
+    env = dict(env)
+    if env.get(ADDRESS_VARIABLE, "local") not in ("", "local"):
+        env[ADDRESS_VARIABLE] = "local"
+    if env.get(HOOK_VARIABLE) == HOOK:
+        del env[HOOK_VARIABLE]
+    return env
 
 
 def check_address(address: str) -> str:
     """The cluster's GCS address (`host:port`, as `ray start --head` prints it); a Ray Client address is refused."""
+    if address == "auto":
+        return address
     if address.startswith("ray://"):
         raise ClusterError(
             f"--ray-address {address}: a Ray Client address (ray://) is not supported; give the cluster's GCS "

@@ -7,13 +7,15 @@ message handed to that worker then fails. Its engine also runs one thread per wo
 started with, and a thread that finds no idle worker fails its message.
 
 `install()` replaces `process_message` with one that waits for an idle worker and retires a worker
-whose process is gone (and `terminate` with one that first stops the workers still starting). A
-fresh worker is started in its place and joins the idle ones once it is up; while it waits for room, it is given no message. When the cluster's live nodes (`ray.nodes()`)
-hold no more workers than the pool still has, as when a node was lost, the fresh worker is
-cancelled and the pool goes on smaller, its threads waiting for the workers left. The message that
-was running on the dead worker still fails (error code UNKNOWN), and `run.grid.MeteredGrid` asks
-that client again. When no worker is left, every message fails with a `NoWorkersLeftError` that
-names the nodes lost since the pool was first used.
+whose process is gone (its actor died or is unreachable, the memory monitor killed it, its node
+died), and `terminate` with one that first stops the workers still starting. A fresh worker is
+started in its place and joins the idle ones once it is up; until then it is given no message.
+When the cluster's live nodes (`ray.nodes()`) hold no more workers than the pool still has, as
+when a node was lost, or the fresh worker is not up within ten minutes, it is given up and the
+pool goes on smaller, its threads waiting for the workers left. The message that was running on
+the dead worker still fails (error code UNKNOWN), and `run.grid.MeteredGrid` asks that client
+again. When no worker is left, every message fails with a `NoWorkersLeftError` that names the
+nodes lost since the pool was first used.
 
 Installed by the ServerApp, in the process that runs the simulation engine; it does nothing where
 Ray or Flower's Ray backend is absent (a deployment's SuperLink).
@@ -22,6 +24,7 @@ Ray or Flower's Ray backend is absent (a deployment's SuperLink).
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -55,10 +58,13 @@ class WorkerPool:
     `client_resources`) as the engine's threads share it, with dead workers retired and replaced where there is room.
     """
 
-    def __init__(self, pool: Any, ray_calls: RayCalls, poll_seconds: float = 2.0) -> None:
+    def __init__(
+        self, pool: Any, ray_calls: RayCalls, poll_seconds: float = 2.0, start_seconds: float = 600.0
+    ) -> None:
         self.pool = pool
         self.ray = ray_calls
         self.poll_seconds = poll_seconds
+        self.start_seconds = start_seconds  # a fresh worker not up by then is given up (a shared cluster may be full)
         self.changed = threading.Condition()
         self.starting = 0  # fresh workers not yet up
         self.fresh: list[Any] = []  # ... and those workers, stopped if the run ends before they are up
@@ -107,34 +113,45 @@ class WorkerPool:
         return replacing
 
     def replace(self) -> None:
-        """Start a fresh worker and add it to the idle ones once it is up; cancel it if the live nodes fill up first,
-        or the run ends (`close`)."""
-        with self.changed:
-            if self.closed:
-                self.starting -= 1
-                self.changed.notify_all()
-                return
-            fresh, watch = self.ray.start(self.pool)
-            self.fresh.append(fresh)
-        while True:
-            state = watch(self.poll_seconds)
+        """Start a fresh worker and add it to the idle ones once it is up; give it up if it does not come up within
+        `start_seconds`, if the live nodes fill up first, if Ray fails to start it, or if the run ends (`close`).
+        Whatever happens, it stops counting as starting."""
+        fresh = None
+        try:
             with self.changed:
-                if self.closed:  # `close` stopped it and counted it out
+                if self.closed:
                     return
-                if state == "up":
-                    self.pool.pool.append(fresh)
-                    self.pool.num_actors += 1
-                    logger.warning("[workers] a Ray worker died; a new worker replaces it")
-                elif state == "dead" or self.room() <= self.pool.num_actors:  # no room on the live nodes: go on without
+                fresh, watch = self.ray.start(self.pool)
+                self.fresh.append(fresh)
+            give_up_at = time.monotonic() + self.start_seconds
+            while not self._settled(fresh, watch(self.poll_seconds), time.monotonic() >= give_up_at):
+                pass
+        except Exception as error:  # Ray failed to start or to watch it: the run goes on without it
+            logger.warning("[workers] a fresh Ray worker could not be started (%s: %s)", type(error).__name__, error)
+        finally:
+            with self.changed:
+                if fresh is not None and fresh in self.fresh:  # given up
+                    self.fresh.remove(fresh)
                     self.ray.stop(fresh)
-                    logger.warning("[workers] a Ray worker died and no new one could start (nodes lost: %s); %d "
-                                   "workers go on", self.lost_nodes(), self.pool.num_actors)
-                else:
-                    continue  # starting, and there is room for it: wait on
-                self.fresh.remove(fresh)
                 self.starting -= 1
                 self.changed.notify_all()
-                return
+
+    def _settled(self, fresh: Any, state: str, too_late: bool) -> bool:
+        """Act on a starting worker's `state`; True once it joined the idle workers or is to be given up."""
+        with self.changed:
+            if self.closed:  # `close` stopped it
+                return True
+            if state == "up":
+                self.fresh.remove(fresh)
+                self.pool.pool.append(fresh)
+                self.pool.num_actors += 1
+                logger.warning("[workers] a Ray worker died; a new worker replaces it")
+                return True
+            if state == "dead" or too_late or self.room() <= self.pool.num_actors:
+                logger.warning("[workers] a Ray worker died and no new one could start (nodes lost: %s); %d "
+                               "workers go on", self.lost_nodes(), self.pool.num_actors)
+                return True
+            return False  # starting, and there is room for it: wait on
 
     def close(self) -> None:
         """The run ends: stop the workers still starting, and start no more (the idle ones are Flower's to end)."""
@@ -142,7 +159,6 @@ class WorkerPool:
             self.closed = True
             for fresh in self.fresh:
                 self.ray.stop(fresh)
-            self.starting -= len(self.fresh)
             self.fresh.clear()
             self.changed.notify_all()
 
@@ -158,7 +174,7 @@ def _start_worker(ray: Any, pool: Any) -> tuple[Any, WorkerWatch]:
             return "starting"
         try:
             ray.get(ready)
-        except ray.exceptions.RayActorError:
+        except ray.exceptions.RayError:  # died, ran out of memory, its runtime env failed, unschedulable, ...
             return "dead"
         return "up"
 
@@ -183,6 +199,10 @@ def install() -> None:
         from flwr.server.superlink.fleet.vce.backend.raybackend import RayBackend
     except ImportError:
         return
+    # errors that mean the worker's process is gone: its actor died or is unreachable, the memory monitor killed it,
+    # its node died
+    WORKER_GONE = (ray.exceptions.RayActorError, ray.exceptions.OutOfMemoryError, ray.exceptions.WorkerCrashedError,
+                   ray.exceptions.NodeDiedError)
     original = RayBackend.process_message
     original_terminate = RayBackend.terminate
     ray_calls = RayCalls(
@@ -194,12 +214,12 @@ def install() -> None:
     def process_message(self: Any, message: Any, context: Any) -> Any:
         if self.pool is None or self.app_fn is None:
             return original(self, message, context)  # Flower's own error for a backend that was not built
+        partition = str(context.node_config[PARTITION_ID_KEY])
         workers = _shared_pool(self, ray_calls)
         worker = workers.take()
-        partition = str(context.node_config[PARTITION_ID_KEY])
         try:
             _, reply, updated_context = ray.get(worker.run.remote(self.app_fn, message, partition, context))
-        except ray.exceptions.RayActorError:
+        except WORKER_GONE:
             workers.retire(worker)
             raise
         except BaseException:
