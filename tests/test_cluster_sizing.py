@@ -153,3 +153,4 @@ def test_a_failed_run_says_why_in_results_and_the_launcher_repeats_it(
     stopped_with = "the ServerApp stopped with TooFewClientsError.*nodes lost: bbbbbbbb"
     with pytest.raises(launch.RunFailedError, match=stopped_with):
         launch.run_app({"output-dir": str(tmp_path)}, ROOT)
+

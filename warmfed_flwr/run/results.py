@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Mapping
 
 from warmfed_flwr.run.summary import summary_markdown
+from warmfed_flwr.runtime.environment import run_environment
 
 if TYPE_CHECKING:
     from warmfed_flwr.run.tracking import Tracker
@@ -295,6 +296,7 @@ class RunRecorder:
             "rounds": self.rounds,
             "seed": self.seed,
             "dataset": self.dataset,
+            "environment": run_environment(),  # the server's; where each client ran: clients[].details.ran_on
             "class_names": list(self.class_names),
             "clients": [asdict(c) for c in sorted(self.clients.values(), key=lambda c: c.partition_id)],
             "averages": self.averages(),
