@@ -16,6 +16,7 @@ generated images/s and that throughput as a fraction of this machine's fp32 matm
 against: a LoRA update is a restricted weight update) with the LoRA fit's loop and batch size.
 
     PYTHONPATH=. .venv/bin/python scripts/measure_generative.py [--domain inverted] [--set lora.rank=4]
+        [--upload-dtypes float32 float16 int8]
 
 Writes one CSV row per (domain, adapter in {lora, base, full-finetune}, guidance) to
 benchmarks/generative.csv; `--guidance 1 4` generates from the same adapters at each guidance scale
@@ -44,9 +45,10 @@ from warmfed_flwr.data.digits_domains import load_digits_domains
 from warmfed_flwr.data.images import decoded
 from warmfed_flwr.data.types import DomainData, DomainSet, ImageSplit, float_pixels
 from warmfed_flwr.data.pretraining_looks import render_looks
-from warmfed_flwr.generative import adapter_bytes, adapter_config, load_backbone, validate_adapter
+from warmfed_flwr.generative import adapter_config, load_backbone, validate_adapter
 from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.tiny import TinyBackbone, to_model_space, train_denoiser
+from warmfed_flwr.generative.upload import encode_adapter
 
 COLUMNS = (
     "domain",
@@ -228,10 +230,12 @@ def measure(
     guidances: list[float],
     grid_dir: Path | None,
     full_finetune: tuple[int, float] | None = None,
+    upload_dtypes: tuple[str, ...] = ("float32",),
 ) -> list[Row]:
     """Fit, generate and judge every selected domain; rows (lora, base[, full-finetune]) per domain and guidance.
 
-    `full_finetune` = (steps, learning rate) adds the whole-model fine-tune of each domain.
+    `full_finetune` = (steps, learning rate) adds the whole-model fine-tune of each domain. Each of `upload_dtypes`
+    generates from the adapter as the server decodes it after that upload (`lora` for float32, else `lora-<dtype>`).
     """
     data = in_memory(load_domain_set(settings.data), settings.data.image_size)
     names = [domain.name for domain in data.domains]
@@ -267,7 +271,12 @@ def measure(
         targets = ClassLabels(domain.train.labels, data.class_names)
         adapter = backbone.fit_lora(domain.train.images, targets, settings.lora, settings.seed + index)
         fit_speed = settings.lora.steps / (time.perf_counter() - started)
-        validate_adapter(adapter, adapter_config(settings.lora), backbone.adapter_shapes(settings.lora), settings.lora, domain.name)
+        uploads = {}
+        for dtype in upload_dtypes:
+            agreed = replace(settings.lora, upload_dtype=dtype)
+            sent = encode_adapter(adapter, dtype)
+            decoded = validate_adapter(sent, adapter_config(agreed), backbone.adapter_shapes(agreed), agreed, domain.name)
+            uploads["lora" if dtype == "float32" else f"lora-{dtype}"] = (decoded, sent.nbytes())
         if full_finetune is not None:
             steps, lr = full_finetune
             started = time.perf_counter()
@@ -275,11 +284,9 @@ def measure(
             tuned_speed = steps / (time.perf_counter() - started)
         domain_labels = torch.full_like(labels, index)
         for guidance in guidances:
-            images, gen_speed = timed_generate(adapter, guidance)
-            variants = [
-                ("lora", (images, gen_speed), adapter_bytes(adapter), fit_speed),
-                ("base", base[guidance], 0, None),
-            ]
+            by_upload = {name: timed_generate(decoded, guidance) for name, (decoded, _) in uploads.items()}
+            variants = [(name, by_upload[name], sent_bytes, fit_speed) for name, (_, sent_bytes) in uploads.items()]
+            variants.append(("base", base[guidance], 0, None))
             if full_finetune is not None:
                 variants.append(("full-finetune", timed_generate(None, guidance, tuned), tuned.base_bytes(), tuned_speed))
             for name, (generated, speed), bytes_sent, fit in variants:
@@ -289,7 +296,8 @@ def measure(
                 print(f"{domain.name} {name} guidance {guidance:g}: class {class_fidelity:.3f} domain {domain_fidelity:.3f}", flush=True)
             if grid_dir is not None:
                 grid_dir.mkdir(parents=True, exist_ok=True)
-                save_image(images[:100], grid_dir / f"{domain.name}-lora-g{guidance:g}.png", nrow=num_classes)
+                for name, (images, _) in by_upload.items():
+                    save_image(images[:100], grid_dir / f"{domain.name}-{name}-g{guidance:g}.png", nrow=num_classes)
     if grid_dir is not None:
         for guidance, (images, _) in base.items():
             save_image(images[:100], grid_dir / f"base-g{guidance:g}.png", nrow=num_classes)
@@ -311,6 +319,8 @@ def main() -> None:
     parser.add_argument("--guidance", type=float, nargs="+", help="guidance scales to generate at (default: the configured one)")
     parser.add_argument("--grid-dir", type=Path, default=None, help="also save sample grids (PNG) here")
     parser.add_argument("--full-finetune", type=int, default=0, metavar="STEPS", help="also fine-tune all base weights for STEPS steps")
+    parser.add_argument("--upload-dtypes", nargs="+", default=None, choices=("float32", "float16", "int8"),
+                        help="generate from the adapter as decoded after each upload dtype (default: the configured one)")
     parser.add_argument("--full-finetune-lr", type=float, default=1e-3, metavar="LR", help="learning rate of --full-finetune")
     args = parser.parse_args()
 
@@ -318,7 +328,8 @@ def main() -> None:
     print(f"lora {settings.lora}\ngenerate {settings.generate}\ntorch threads {torch.get_num_threads()}")
     full_finetune = (args.full_finetune, args.full_finetune_lr) if args.full_finetune > 0 else None
     guidances = args.guidance or [settings.generate.guidance]
-    rows = measure(settings, args.domain, args.images, guidances, args.grid_dir, full_finetune)
+    upload_dtypes = tuple(args.upload_dtypes or [settings.lora.upload_dtype])
+    rows = measure(settings, args.domain, args.images, guidances, args.grid_dir, full_finetune, upload_dtypes)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS)

@@ -14,6 +14,7 @@ from warmfed_flwr.generative.adapter import (
     adapter_config,
     validate_adapter,
 )
+from warmfed_flwr.generative.upload import encode_adapter
 
 CLIENT = "client-3"
 EXPECTED = {"block.to_q.lora_A.weight": (8, 16), "block.to_q.lora_B.weight": (16, 8)}
@@ -36,6 +37,7 @@ def test_adapter_config_holds_the_agreed_settings(lora):
         "rank": lora.rank,
         "alpha": lora.alpha,
         "targets": lora.targets,
+        "upload-dtype": lora.upload_dtype,
     }
 
 
@@ -119,3 +121,95 @@ def test_oversized_adapter_is_refused(arrays, lora):
     with pytest.raises(AdapterError, match="max-bytes") as caught:
         validate_adapter(arrays, adapter_config(small), EXPECTED, small, CLIENT)
     assert caught.value.client == CLIENT and caught.value.key in EXPECTED
+
+
+@pytest.mark.parametrize(("dtype", "bytes_per_value", "tolerance"), [("float16", 2, 1e-3), ("int8", 1, 1 / 127)])
+def test_smaller_uploads_decode_close_to_the_fitted_adapter(arrays, lora, dtype, bytes_per_value, tolerance):
+    """float16 halves and int8 quarters the tensors' bytes; the server's decoded adapter stays within the
+    encoding's resolution (int8: half a step of the largest value of each rank component)."""
+    agreed = replace(lora, upload_dtype=dtype)
+    sent = encode_adapter(arrays, dtype)
+    values = sum(a.size for a in arrays.values())
+    assert sum(a.nbytes for a in sent.tensors.values()) == bytes_per_value * values
+    assert sent.nbytes() == bytes_per_value * values + (4 * 8 * 2 if dtype == "int8" else 0)  # rank 8: 8 scales each
+    decoded = validate_adapter(sent, adapter_config(agreed), EXPECTED, agreed, CLIENT)
+    for name, fitted in arrays.items():
+        assert decoded[name].dtype == np.float32
+        step = np.abs(fitted).max() * tolerance
+        assert np.abs(decoded[name] - fitted).max() <= step
+        assert np.abs(decoded[name] - fitted).max() > 0  # a lossy encoding, not the float32 arrays passed through
+
+
+def test_int8_scales_run_over_rank_components(arrays):
+    """One scale per rank component: rows of A, columns of B; a component's largest value is exact."""
+    arrays["block.to_q.lora_B.weight"][:, 5] *= 1000  # one loud component must not drown the others
+    sent = encode_adapter(arrays, "int8")
+    assert sent.scales["block.to_q.lora_A.weight"].shape == (8,) and sent.scales["block.to_q.lora_B.weight"].shape == (8,)
+    quiet = arrays["block.to_q.lora_B.weight"][:, 0]
+    decoded_quiet = sent.tensors["block.to_q.lora_B.weight"][:, 0] * sent.scales["block.to_q.lora_B.weight"][0]
+    assert np.abs(decoded_quiet - quiet).max() <= np.abs(quiet).max() / 127
+
+
+def test_float16_refuses_values_it_cannot_hold(arrays):
+    arrays["block.to_q.lora_A.weight"][0, 0] = 1e6
+    with pytest.raises(ValueError, match="'block.to_q.lora_A.weight'.*float16"):
+        encode_adapter(arrays, "float16")
+
+
+def _int8(arrays, lora):
+    return encode_adapter(arrays, "int8"), replace(lora, upload_dtype="int8")
+
+
+def _scale_missing(sent):
+    del sent.scales["block.to_q.lora_A.weight"]
+
+
+def _scale_negative(sent):
+    sent.scales["block.to_q.lora_B.weight"][2] = -1.0
+
+
+def _scale_nan(sent):
+    sent.scales["block.to_q.lora_B.weight"][2] = np.nan
+
+
+def _scale_wrong_length(sent):
+    sent.scales["block.to_q.lora_A.weight"] = np.ones(4, np.float32)
+
+
+def _float32_sent_as_int8(sent):
+    sent.tensors["block.to_q.lora_B.weight"] = sent.tensors["block.to_q.lora_B.weight"].astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "key", "problem"),
+    [
+        (_scale_missing, "block.to_q.lora_A.weight", "scale missing"),
+        (_scale_negative, "block.to_q.lora_B.weight", "negative"),
+        (_scale_nan, "block.to_q.lora_B.weight", "NaN"),
+        (_scale_wrong_length, "block.to_q.lora_A.weight", r"expected float32 \(8,\)"),
+        (_float32_sent_as_int8, "block.to_q.lora_B.weight", "dtype float32, expected int8"),
+    ],
+)
+def test_int8_upload_failures_name_client_and_key(arrays, lora, corrupt, key, problem):
+    sent, agreed = _int8(arrays, lora)
+    corrupt(sent)
+    with pytest.raises(AdapterError, match=problem) as caught:
+        validate_adapter(sent, adapter_config(agreed), EXPECTED, agreed, CLIENT)
+    assert (caught.value.client, caught.value.key) == (CLIENT, key)
+
+
+def test_upload_dtype_is_agreed(arrays, lora):
+    """A float32 adapter where the server asked for int8 is refused by its config, before any tensor is read."""
+    agreed = replace(lora, upload_dtype="int8")
+    with pytest.raises(AdapterError, match="differs") as caught:
+        validate_adapter(arrays, adapter_config(lora), EXPECTED, agreed, CLIENT)
+    assert caught.value.key == "config.upload-dtype"
+
+
+def test_int8_size_limit_counts_the_bytes_sent(arrays, lora):
+    sent, agreed = _int8(arrays, lora)
+    validate_adapter(sent, adapter_config(replace(agreed, max_bytes=sent.nbytes())), EXPECTED,
+                     replace(agreed, max_bytes=sent.nbytes()), CLIENT)
+    small = replace(agreed, max_bytes=sent.nbytes() - 1)
+    with pytest.raises(AdapterError, match="max-bytes"):
+        validate_adapter(sent, adapter_config(small), EXPECTED, small, CLIENT)

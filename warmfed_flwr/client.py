@@ -37,6 +37,7 @@ from warmfed_flwr.data.node_local import read_node_folder
 from warmfed_flwr.generative import ClassLabels, load_backbone
 from warmfed_flwr.generative.adapter import adapter_config
 from warmfed_flwr.generative.private import dp_budget
+from warmfed_flwr.generative.upload import encode_adapter
 from warmfed_flwr.run.transport import arrays_to_record
 from warmfed_flwr.runtime.placement import report_placement
 from warmfed_flwr.seeds import client_seed
@@ -72,7 +73,8 @@ def handle_info(msg: Message, context: Context) -> Message:
 
 
 def handle_lora(msg: Message, context: Context) -> Message:
-    """Fit the LoRA adapter on this client's train split; reply with it, its settings and the label counts."""
+    """Fit the LoRA adapter on this client's train split; reply with it (in `lora.upload-dtype`), its settings and the
+    label counts."""
     settings = run_settings(context)
     cd = client_data(settings, context, msg)
     backbone = load_backbone(settings.lora)
@@ -94,13 +96,16 @@ def handle_lora(msg: Message, context: Context) -> Message:
     if settings.lora.dp_epsilon > 0:
         budget = dp_budget(settings.lora, len(cd.train))
         metrics |= {"dp-epsilon": budget.epsilon, "dp-delta": budget.delta, "dp-noise-multiplier": budget.noise_multiplier}
+    upload = encode_adapter(adapter, settings.lora.upload_dtype)
     content = RecordDict(
         {
-            "adapter": arrays_to_record(adapter),
+            "adapter": arrays_to_record(upload.tensors),
             "adapter-config": ConfigRecord(adapter_config(settings.lora)),
             "metrics": MetricRecord(metrics),
         }
     )
+    if upload.scales:
+        content["adapter-scales"] = arrays_to_record(upload.scales)
     return Message(content, reply_to=msg)
 
 

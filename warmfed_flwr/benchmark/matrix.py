@@ -77,7 +77,12 @@ def personalization_matrix() -> list[Entry]:
     ]
 
 
-MATRICES = {"comparison": default_matrix, "personalization": personalization_matrix}
+def upload_matrix() -> list[Entry]:
+    """WarmFed one-shot with each `lora.upload-dtype`: what smaller uploads cost in accuracy (BENCHMARKS.md)."""
+    return [Entry(f"warmfed-{dtype}", "warmfed", 0, {"lora.upload-dtype": dtype}) for dtype in ("float32", "float16", "int8")]
+
+
+MATRICES = {"comparison": default_matrix, "personalization": personalization_matrix, "upload": upload_matrix}
 
 
 def select(entries: list[Entry], labels: list[str] | None) -> list[Entry]:

@@ -1,12 +1,13 @@
 """Phase `lora`: every client fits a LoRA adapter on its own images and uploads it; the server keeps the
-adapters that match the agreed backbone, rank, alpha and targets."""
+adapters that match the agreed backbone, rank, alpha, targets and upload dtype, decoded to float32."""
 
 from __future__ import annotations
 
 from flwr.app import RecordDict
 
 from warmfed_flwr.generative import load_backbone
-from warmfed_flwr.generative.adapter import AdapterError, adapter_bytes, validate_adapter
+from warmfed_flwr.generative.adapter import AdapterError, validate_adapter
+from warmfed_flwr.generative.upload import EncodedAdapter
 from warmfed_flwr.logs import logger
 from warmfed_flwr.run.context import RunContext
 from warmfed_flwr.run.federation import TooFewClientsError
@@ -28,9 +29,9 @@ def collect_adapters(run: RunContext, keep: KeepAdapter) -> list[ClientAdapter]:
         client = by_node[node_id]
         name = f"partition {client.partition_id} ({client.domain})"
         try:
-            arrays = validate_adapter(
-                record_to_arrays(content["adapter"]), dict(content["adapter-config"]), expected, s.lora, name
-            )
+            scales = record_to_arrays(content["adapter-scales"]) if "adapter-scales" in content else {}
+            sent = EncodedAdapter(record_to_arrays(content["adapter"]), scales)
+            arrays = validate_adapter(sent, dict(content["adapter-config"]), expected, s.lora, name)
         except (AdapterError, KeyError) as err:
             run.recorder.add_failure("lora", node_id, f"adapter rejected: {err}")
             logger.warning("[lora] adapter of %s rejected: %s", name, err)
@@ -38,7 +39,7 @@ def collect_adapters(run: RunContext, keep: KeepAdapter) -> list[ClientAdapter]:
         metrics = content["metrics"]
         counts = [int(v) for v in metrics["label-counts"]] if "label-counts" in metrics else None
         details = run.recorder.clients[client.partition_id].details
-        details["adapter_bytes"] = adapter_bytes(arrays)
+        details["adapter_bytes"] = sent.nbytes()
         details["fit_seconds"] = round(float(metrics["fit-seconds"]), 3)
         details |= {key.replace("-", "_"): float(metrics[key]) for key in DP_METRICS if key in metrics}
         good.append(keep(client, arrays, counts))

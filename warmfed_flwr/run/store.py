@@ -22,7 +22,6 @@ from typing import Callable, Mapping
 from flwr.app import ArrayRecord
 
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.generative.adapter import adapter_bytes
 from warmfed_flwr.generative.base import Adapter
 from warmfed_flwr.logs import logger
 from warmfed_flwr.run.artifacts import ArtifactCache, adapter_key, cache_key, pool_key
@@ -167,6 +166,7 @@ class WarmStartStore:
                 info = {
                     "label_counts": a.label_counts,
                     "fit_seconds": rec.clients[pid].details["fit_seconds"],
+                    "adapter_bytes": rec.clients[pid].details["adapter_bytes"],
                     "dp": {k: v for k, v in rec.clients[pid].details.items() if k.startswith("dp_")},
                     "bytes_up": rec.clients[pid].bytes_up - before[pid][0],
                     "bytes_down": rec.clients[pid].bytes_down - before[pid][1],
@@ -184,7 +184,7 @@ class WarmStartStore:
             result = self.recorder.clients[client.partition_id]
             result.bytes_up += int(info["bytes_up"])
             result.bytes_down += int(info["bytes_down"])
-            result.details["adapter_bytes"] = adapter_bytes(arrays)
+            result.details["adapter_bytes"] = int(info["adapter_bytes"])  # as sent
             result.details["fit_seconds"] = info["fit_seconds"]
             result.details |= info.get("dp", {})  # adapters cached before DP existed have none
             counts = info["label_counts"] if self.run.settings.lora.send_label_counts else None
