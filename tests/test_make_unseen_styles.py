@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from make_unseen_styles import STYLES, client_digits, make_unseen_styles
+from make_unseen_styles import client_digits, make_unseen_styles
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data import load_domain_set
 from warmfed_flwr.data.digits_domains import base_fold_indices, sklearn_digits
+from warmfed_flwr.data.far_styles import FAR_STYLES as STYLES
 from warmfed_flwr.data.images import decoded
 from warmfed_flwr.data.types import float_pixels
 
@@ -53,7 +55,7 @@ def test_the_folder_loads_as_four_domains_of_ten_digits_that_look_different(fold
 
 def test_each_style_draws_the_digit_and_differs_from_the_others() -> None:
     grey, _, _ = client_digits(32)
-    styled = {name: style(grey[:50]).clamp(0.0, 1.0) for name, style in STYLES.items()}
+    styled = {name: style(grey[:50], np.random.default_rng(0)).clamp(0.0, 1.0) for name, style in STYLES.items()}
     for name, images in styled.items():
         assert float(images.std(dim=(1, 2, 3)).min()) > 0.05, name  # the digit leaves a mark on every image
     names = list(styled)

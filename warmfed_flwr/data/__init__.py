@@ -43,6 +43,7 @@ __all__ = [
 # warmfed_flwr.data (e.g. for its types) pulls in neither scikit-learn nor the datasets library.
 DOMAIN_SET_LOADERS: dict[str, str] = {
     "digits-domains": "warmfed_flwr.data.digits_domains:digits_domain_set",
+    "digits-far": "warmfed_flwr.data.digits_domains:digits_domain_set",
     "imagefolder": "warmfed_flwr.data.imagefolder:image_folder_domain_set",
     "office-caltech10": "warmfed_flwr.data.office_caltech10:office_caltech10_domain_set",
     "domainnet": "warmfed_flwr.data.domainnet:domainnet_domain_set",
@@ -52,7 +53,7 @@ DOMAIN_SET_LOADERS: dict[str, str] = {
 
 
 # Data sets made in memory as float images; every other data set is 8-bit image files.
-FLOAT_DATA_SETS = ("digits-domains",)
+FLOAT_DATA_SETS = ("digits-domains", "digits-far")
 
 
 @lru_cache(maxsize=4)

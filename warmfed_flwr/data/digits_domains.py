@@ -1,9 +1,10 @@
-"""digits-domains: scikit-learn's 1,797 real 8x8 digits made into four styled, disjoint domains.
+"""digits-domains and digits-far: scikit-learn's 1,797 real 8x8 digits made into four styled, disjoint domains.
 
 A fixed, stratified ~20% "base" fold (the same for every run seed) stays unstyled: the tiny
 diffusion model is pre-trained on it once and shipped, so no client may own those images. The
-rest is split by the run seed into four disjoint, stratified domains, each styled (see
-`digits_styles`) and split into its own train and test part.
+rest is split by the run seed into four disjoint, stratified domains, each styled and split into
+its own train and test part: digits-domains in styles near the base's pre-training looks
+(`digits_styles`), digits-far in drawn styles far from them (`far_styles`).
 """
 
 from __future__ import annotations
@@ -19,12 +20,17 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from warmfed_flwr.config import DataSettings
-from warmfed_flwr.data.digits_styles import STYLES, as_rgb
+from warmfed_flwr.data.digits_styles import STYLES, Style, as_rgb
+from warmfed_flwr.data.far_styles import FAR_STYLES
 from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.seeding import derived_seed
 from warmfed_flwr.data.types import DomainData, DomainSet, ImageSplit
 
 DOMAIN_NAMES: tuple[str, ...] = ("clean", "inverted", "textured", "thick")
+STYLE_SETS: dict[str, dict[str, Style]] = {
+    "digits-domains": {name: STYLES[name] for name in DOMAIN_NAMES},
+    "digits-far": FAR_STYLES,
+}
 CLASS_NAMES: tuple[str, ...] = tuple(str(digit) for digit in range(10))
 BASE_FRACTION = 0.2
 BASE_FOLD_SEED = 2503_03110  # fixed on purpose: the shipped base model was trained on this fold
@@ -64,11 +70,11 @@ def base_fold_indices() -> np.ndarray:
     return np.sort(base)
 
 
-def domain_indices(seed: int, test_fraction: float = 0.25) -> tuple[DomainIndices, ...]:
+def domain_indices(seed: int, test_fraction: float = 0.25, num_domains: int = len(DOMAIN_NAMES)) -> tuple[DomainIndices, ...]:
     """Row indices of each domain's train and test part: disjoint, stratified, outside the base fold."""
     _, labels = sklearn_digits()
     pool = np.setdiff1d(np.arange(labels.size), base_fold_indices())
-    folds = StratifiedKFold(n_splits=len(DOMAIN_NAMES), shuffle=True, random_state=seed)
+    folds = StratifiedKFold(n_splits=num_domains, shuffle=True, random_state=seed)
     result = []
     for domain_index, (_, fold) in enumerate(folds.split(pool, labels[pool])):
         rows = pool[fold]
@@ -87,18 +93,22 @@ def grey_digits(image_size: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=8)
-def load_digits_domains(image_size: int, seed: int, test_fraction: float = 0.25) -> DigitsDomains:
-    """The base fold and the four styled domains at `image_size` px; identical tensors for the same arguments.
+def load_digits_domains(
+    image_size: int, seed: int, test_fraction: float = 0.25, styles: str = "digits-domains"
+) -> DigitsDomains:
+    """The base fold and the four domains styled by `STYLE_SETS[styles]` at `image_size` px; identical tensors for
+    the same arguments.
 
     Cached in-process: the result is shared, so treat its tensors as read-only.
     """
+    style_set = STYLE_SETS[styles]
     grey = grey_digits(image_size)
     labels = torch.from_numpy(sklearn_digits()[1]).long()
     base_rows = torch.from_numpy(base_fold_indices())
     base = ImageSplit(as_rgb(grey[base_rows]).contiguous(), labels[base_rows])
     domains = []
-    for domain_index, (name, rows) in enumerate(zip(DOMAIN_NAMES, domain_indices(seed, test_fraction))):
-        style = STYLES[name]
+    rows_of = domain_indices(seed, test_fraction, len(style_set))
+    for domain_index, ((name, style), rows) in enumerate(zip(style_set.items(), rows_of)):
         rng = np.random.default_rng(derived_seed(seed, domain_index, image_size))
         splits = []
         for part in (rows.train, rows.test):
@@ -109,11 +119,12 @@ def load_digits_domains(image_size: int, seed: int, test_fraction: float = 0.25)
 
 
 def digits_domain_set(settings: DataSettings) -> DomainSet:
-    """The four digits domains for `settings` (image size, seed, test fraction)."""
+    """The four digits domains of `settings.name` (digits-domains or digits-far) for its image size, seed and test
+    fraction."""
     if settings.classes:
         raise DataError(
-            f"data.classes={','.join(settings.classes)} is set, but digits-domains always uses the digits 0-9; "
+            f"data.classes={','.join(settings.classes)} is set, but {settings.name} always uses the digits 0-9; "
             "leave data.classes empty"
         )
-    data = load_digits_domains(settings.image_size, settings.seed, settings.test_fraction)
+    data = load_digits_domains(settings.image_size, settings.seed, settings.test_fraction, settings.name)
     return DomainSet(domains=data.domains, class_names=data.class_names)
