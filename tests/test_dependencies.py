@@ -12,6 +12,8 @@ import sys
 import tomllib
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 
@@ -85,3 +87,36 @@ def test_script_and_test_imports_are_declared_and_test_only_ones_stay_out_of_run
     undeclared = {module: distributions(module) for module in modules if not distributions(module) & (runtime | test_extra)}
     assert not undeclared, f"imported by scripts/tests but declared nowhere: {undeclared}"
     assert "pytest" in test_extra and "pytest" not in runtime
+
+
+def pinned_versions() -> dict[str, str]:
+    """constraints.txt as normalised name -> exact version."""
+    pins = {}
+    for line in (ROOT / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[re.sub(r"[-_.]+", "-", name).lower()] = version.strip()
+    return pins
+
+
+def test_constraints_pin_every_declared_dependency_within_its_range() -> None:
+    """Every dependency of pyproject.toml (runtime and extras) has one exact version in constraints.txt, inside the
+    range pyproject.toml declares, so `make setup` installs the same versions on every machine."""
+    pins = pinned_versions()
+    optional = PYPROJECT["project"]["optional-dependencies"]
+    requirements = [*PYPROJECT["project"]["dependencies"], *(r for extra in optional.values() for r in extra)]
+    for requirement in map(Requirement, requirements):
+        name = re.sub(r"[-_.]+", "-", requirement.name).lower()
+        assert name in pins, f"{requirement.name} is declared in pyproject.toml but not pinned in constraints.txt"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"constraints.txt pins {requirement.name}=={pins[name]}, outside pyproject.toml's {requirement}"
+        )
+
+
+def test_the_environment_is_the_locked_one() -> None:
+    """The tests run with exactly the versions of constraints.txt (`make setup` installs them); a drifted package
+    would change the numbers the tests and benchmarks compare against."""
+    installed = {re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower(): d.version for d in importlib.metadata.distributions()}
+    drifted = {name: (version, installed.get(name)) for name, version in pinned_versions().items()
+               if installed.get(name) != version}
+    assert not drifted, f"installed versions differ from constraints.txt (pinned, installed): {drifted}; run `make setup`"
