@@ -71,7 +71,7 @@ def test_train_personalized_leaves_teacher_untouched_and_changes_student():
     split = ImageSplit(torch.rand(32, 3, 16, 16), torch.arange(32) % 4)
     teacher = build_classifier("cnn", 4, 16, seed=0)
     before = [p.detach().clone() for p in teacher.parameters()]
-    dsd = DsdSettings("confidence", 1.0, 2.0, 2, 0.05, "global", synthetic_share=False)
+    dsd = DsdSettings("confidence", 1.0, 2.0, 2, 0.05, "global", synthetic_share=False, validation_fraction=0.0)
     student = train_personalized(teacher, split, dsd, Schedule(dsd.epochs, dsd.lr, 8, 0, torch.device("cpu")))
     assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(before, student.parameters()))
@@ -91,7 +91,7 @@ def test_global_or_self_distils_from_the_running_average_where_it_knows_better()
     teacher = build_classifier("cnn", 4, 16, seed=0)
     schedule = Schedule(3, 0.05, 8, 0, torch.device("cpu"))
     def teacher_choice(teacher_key: str) -> DsdSettings:
-        return DsdSettings("constant", 1.0, 2.0, 3, 0.05, teacher_key, synthetic_share=False)
+        return DsdSettings("constant", 1.0, 2.0, 3, 0.05, teacher_key, synthetic_share=False, validation_fraction=0.0)
 
     by_global = train_personalized(teacher, split, teacher_choice("global"), schedule)
     by_either = train_personalized(teacher, split, teacher_choice("global-or-self"), schedule)

@@ -25,9 +25,11 @@ from warmfed_flwr.learning.personal import (
     without_batch_norm,
 )
 from warmfed_flwr.learning.training import evaluate_accuracy, pick_device, train_supervised
+from warmfed_flwr.learning.validation import BestEpoch, hold_out
 from warmfed_flwr.logs import Progress
 from warmfed_flwr.run.federation import SYNTHETIC_SHARE_KEY
 from warmfed_flwr.run.transport import load_record_into, model_to_record, record_to_split
+from warmfed_flwr.seeds import client_seed
 
 
 def global_model(settings: Settings, num_classes: int, msg: Message, context: Context) -> torch.nn.Module:
@@ -108,6 +110,9 @@ def personalized_metrics(model: torch.nn.Module, cd: ClientData, settings: Setti
 def handle_dsd(msg: Message, context: Context) -> Message:
     """Personalize the received global model by DSD (mode from the message's config); reply with both accuracies.
 
+    A validation share of the client's training images (`dsd.validation-fraction`) picks the epoch to keep
+    (`kept-epoch`; 0: no epoch beat the global model there, which is kept).
+
     FedBN and Ditto trained their personal models during the rounds: the client takes that model
     (FedBN: the global model with its own batch-norm layers; Ditto: its kept personal model).
     """
@@ -115,16 +120,22 @@ def handle_dsd(msg: Message, context: Context) -> Message:
     cd = client_data(settings, context, msg)
     teacher = global_model(settings, len(cd.class_names), msg, context)
     global_acc = evaluate_accuracy(teacher, cd.test, pick_device())
+    kept: dict[str, int] = {}
     if settings.method in PERSONAL_IN_ROUNDS:
         student = teacher if settings.method == "fedbn" else personal_model(copy.deepcopy(teacher), teacher, context.state)
     else:
         config = msg.content.config_records.get("config", ConfigRecord())
         dsd = replace(settings.dsd, mode=str(config["dsd-mode"])) if "dsd-mode" in config else settings.dsd
         schedule = client_schedule(settings, cd.partition_id, dsd.epochs, seeds.DSD)
-        train = with_synthetic_share(cd.train, msg)
-        student = train_personalized(teacher, train, dsd, schedule, progress_label=f"partition {cd.partition_id}")
+        own, validation = hold_out(cd.train, dsd.validation_fraction, client_seed(settings.seed, cd.partition_id, seeds.VALIDATION))
+        best = BestEpoch(teacher, validation, pick_device()) if len(validation) else None
+        student = train_personalized(teacher, with_synthetic_share(own, msg), dsd, schedule,
+                                     progress_label=f"partition {cd.partition_id}", on_epoch_end=best.observe if best else None)
+        if best is not None:
+            student = best.restore(student)
+            kept = {"kept-epoch": best.kept_epoch, "validation-images": len(validation)}
     metrics = MetricRecord(
-        {"num-examples": len(cd.train), "global-acc": global_acc, **personalized_metrics(student, cd, settings, context)}
+        {"num-examples": len(cd.train), "global-acc": global_acc, **kept, **personalized_metrics(student, cd, settings, context)}
     )
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
 

@@ -35,7 +35,7 @@ METHODS = ("warmfed", "fgl", "fedavg", "fedprox", "fedavg-ft", "fedbn", "ditto",
 # Personalized methods whose personal model is trained during the rounds and kept in the node's state.
 PERSONAL_IN_ROUNDS = ("fedbn", "ditto")
 BATCH_NORM_MODELS = ("cnn-bn", "resnet18")
-DATASETS = ("digits-domains", "imagefolder", "office-caltech10", "domainnet", "camelyon17", "huggingface", "node-local")
+DATASETS = ("digits-domains", "digits-far", "imagefolder", "office-caltech10", "domainnet", "camelyon17", "huggingface", "node-local")
 NODE_LOCAL = "node-local"  # data.name of deployments where each SuperNode holds its own folder
 TRACKERS = ("none", "tensorboard", "mlflow")
 # Where a run writes and what it keeps or records on the way, not the run's own numbers: free to differ
@@ -50,7 +50,8 @@ SNAPSHOT_FIRST_ROUND = {"warmfed": 0, "fgl": 0, "fedavg": 1, "fedprox": 1, "feda
 class DataSettings:
     """Which data set, how it is sized and how it is split into clients."""
 
-    name: str = setting("digits-domains", "also `imagefolder`, `office-caltech10`, `domainnet`, `camelyon17`, "
+    name: str = setting("digits-domains", "also `digits-far` (the same digits in styles far from the tiny base's "
+                        "prior), `imagefolder`, `office-caltech10`, `domainnet`, `camelyon17`, "
                         "`huggingface`, and `node-local` (deployments: each SuperNode reads its own folder, see "
                         "[Deploying on real SuperNodes](#deploying-on-real-supernodes))", one_of(*DATASETS))
     root: str = setting("", "data folder (or Hugging Face id) for the non-embedded data sets")
@@ -108,7 +109,10 @@ class LoraSettings:
     steps: int = setting(300, "optimizer steps of the client's LoRA fit", at_least(1))
     lr: float = setting(0.005, "learning rate of the client's LoRA fit", positive)
     batch_size: int = setting(16, "batch size of the client's LoRA fit", between(1, 4096))
-    max_bytes: int = setting(50_000_000, "the server rejects a larger adapter", positive)
+    max_bytes: int = setting(50_000_000, "the server rejects a larger adapter (bytes as sent)", positive)
+    upload_dtype: str = setting("float32", "how the adapter travels: `float32`, `float16` (half the bytes) or `int8` "
+                                "(a quarter: 8-bit values with one float32 scale per rank component; decoded on "
+                                "the server)", one_of("float32", "float16", "int8"))
     send_label_counts: bool = setting(True, "clients report per-class counts with their adapter (exact counts: "
                                       "refused together with `lora.dp-epsilon`)")
     dp_epsilon: float = setting(0.0, "differentially private adapters: the client fits its LoRA layers by DP-SGD "
@@ -159,6 +163,10 @@ class DsdSettings:
     synthetic_share: bool = setting(False, "WarmFed/FGL: the server sends each client its own share of the synthetic "
                                     "pool (the images generated from its adapter) with the global model, and DSD trains "
                                     "on it next to the client's data; counted in the bytes down")
+    validation_fraction: float = setting(
+        0.2, "personalization keeps this share of each class of the client's training images (rounded down) aside, "
+        "keeps the epoch that scores best on it and the global model when no epoch beats it there; 0 = train on "
+        "every image and keep the last epoch", between(0.0, 0.5))
 
 
 def snapshot_rounds(value: str) -> tuple[int, ...]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 LORA_FIT = 1
 LOCAL_TRAINING = 2
 DSD = 3
+VALIDATION = 4  # the validation share a client holds out of its training images for personalization
 GENERATION = 7  # the server's generation of the client's synthetic share
 ROUND = 100
 PERSONAL_ROUND = 50_000  # Ditto's personal model in round r uses PERSONAL_ROUND + r

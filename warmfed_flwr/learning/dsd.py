@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import replace
+from typing import Callable
 
 import torch
 from torch import nn
@@ -78,13 +79,19 @@ def dsd_loss(
 
 
 def train_personalized(
-    teacher: nn.Module, split: ImageSplit, dsd: DsdSettings, schedule: Schedule, progress_label: str | None = None
+    teacher: nn.Module,
+    split: ImageSplit,
+    dsd: DsdSettings,
+    schedule: Schedule,
+    progress_label: str | None = None,
+    on_epoch_end: Callable[[nn.Module, int], None] | None = None,
 ) -> nn.Module:
     """A personalized copy of `teacher` trained on `split` with DSD; the teacher is left untouched.
 
     `schedule` gives the batches, seed, device and shift augmentation (teacher and student see the
     same shifted batch); its epochs and learning rate are `dsd.epochs` and `dsd.lr`.
-    With `progress_label` the epochs' loss is logged a few times.
+    With `progress_label` the epochs' loss is logged a few times; `on_epoch_end(student, epoch)` sees
+    the student after each epoch (`validation.BestEpoch.observe`).
     """
     schedule = replace(schedule, epochs=dsd.epochs, lr=dsd.lr)
     teacher = teacher.to(schedule.device).eval()
@@ -113,5 +120,6 @@ def train_personalized(
         return dsd_loss(student_logits, teacher_logits, y, state["weight"], dsd.temperature, dsd.mode)
 
     progress = Progress(progress_label and f"[dsd] {progress_label}", dsd.epochs, unit="epoch")
-    run_epochs(student, split, schedule, batch_loss=batch_loss, on_epoch_start=set_weight, progress=progress)
+    run_epochs(student, split, schedule, batch_loss=batch_loss, on_epoch_start=set_weight, progress=progress,
+               on_epoch_end=on_epoch_end)
     return student

@@ -67,11 +67,13 @@ def run_epochs(
     batch_loss: BatchLoss = cross_entropy_loss,
     on_epoch_start: Callable[[int], None] | None = None,
     progress: Progress | None = None,
+    on_epoch_end: Callable[[nn.Module, int], None] | None = None,
 ) -> float:
     """SGD (momentum 0.9, weight decay 5e-4, cosine learning rate) over `split`; returns the last epoch's mean loss.
 
     `batch_loss` lets a phase change the objective (FedProx, DSD) while sharing the loop;
-    `on_epoch_start(epoch)` lets it update per-epoch state such as a distillation weight.
+    `on_epoch_start(epoch)` lets it update per-epoch state such as a distillation weight;
+    `on_epoch_end(model, epoch)` sees the model after each epoch (e.g. to score it; training resumes in train mode).
     With `schedule.max_shift` > 0 every image is moved by a random offset of up to that many pixels
     (drawn from the seeded generator, so runs stay reproducible). `progress` logs the epochs' loss
     a few times.
@@ -105,6 +107,9 @@ def run_epochs(
             count += len(idx)
         scheduler.step()
         mean_loss = total / count
+        if on_epoch_end is not None:
+            on_epoch_end(model, epoch)
+            model.train()
         if progress is not None:
             progress.update(epoch + 1, loss=mean_loss)
     return mean_loss

@@ -41,4 +41,7 @@ def personalize(
         client.personal_acc = float(metrics["personal-acc"])
         if "personal-acc-balanced" in metrics:
             client.personal_acc_balanced = float(metrics["personal-acc-balanced"])
+        if "kept-epoch" in metrics:  # the epoch the validation share chose; 0: the global model was kept
+            client.details["kept_epoch"] = int(metrics["kept-epoch"])
+            client.details["validation_images"] = int(metrics["validation-images"])
     evaluate_on_others(run, phase)

@@ -1,0 +1,53 @@
+"""Personalization that does not hurt: a validation share of the client's own training images picks the
+epoch to keep, and the global model is kept when no epoch beats it there."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from torch import nn
+
+from warmfed_flwr.data.types import ImageSplit
+from warmfed_flwr.learning.training import evaluate_accuracy
+
+
+def hold_out(split: ImageSplit, fraction: float, seed: int) -> tuple[ImageSplit, ImageSplit]:
+    """(train, validation) of `split`: from each class, floor(fraction x its images) drawn at random (seeded) for
+    validation, so that a class with few images keeps them all for training; order kept within both parts."""
+    rng = np.random.default_rng(seed)
+    labels = split.labels.numpy()
+    chosen: list[int] = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        chosen.extend(rng.choice(members, size=int(fraction * members.size), replace=False).tolist())
+    validation = np.zeros(labels.size, dtype=bool)
+    validation[chosen] = True
+    return split.subset(np.flatnonzero(~validation)), split.subset(np.flatnonzero(validation))
+
+
+class BestEpoch:
+    """Keeps, while a model trains, the weights that score best on `validation`.
+
+    The starting weights (the global model's) are the score to beat: `kept_epoch` stays 0 and
+    `restore` puts them back when no epoch scores strictly higher.
+    """
+
+    def __init__(self, start: nn.Module, validation: ImageSplit, device: torch.device) -> None:
+        self.validation, self.device = validation, device
+        self.start_accuracy = self.best_accuracy = evaluate_accuracy(start, validation, device)
+        self.best_state = copy.deepcopy(start.state_dict())
+        self.kept_epoch = 0
+
+    def observe(self, model: nn.Module, epoch: int) -> None:
+        """Score `model` after epoch `epoch` (0-based); keep its weights if they beat every earlier score."""
+        accuracy = evaluate_accuracy(model, self.validation, self.device)
+        if accuracy > self.best_accuracy:
+            self.best_accuracy, self.kept_epoch = accuracy, epoch + 1
+            self.best_state = copy.deepcopy(model.state_dict())
+
+    def restore(self, model: nn.Module) -> nn.Module:
+        """`model` with the kept weights loaded."""
+        model.load_state_dict(self.best_state)
+        return model
