@@ -24,6 +24,7 @@ from warmfed_flwr.client_classifier import (
     handle_personalized,
 )
 from warmfed_flwr.client_context import (
+    DataSource,
     client_data,
     node_data_root,
     node_domain,
@@ -72,11 +73,11 @@ def handle_info(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"info": info}), reply_to=msg)
 
 
-def handle_lora(msg: Message, context: Context) -> Message:
+def handle_lora(msg: Message, context: Context, load_data: DataSource = client_data) -> Message:
     """Fit the LoRA adapter on this client's train split; reply with it (in `lora.upload-dtype`), its settings and the
     label counts."""
     settings = run_settings(context)
-    cd = client_data(settings, context, msg)
+    cd = load_data(settings, context, msg)
     backbone = load_backbone(settings.lora)
     start = time.perf_counter()
     adapter = backbone.fit_lora(

@@ -11,8 +11,15 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from warmfed_flwr import data, seeds
-from warmfed_flwr.client_context import client_data, client_schedule, num_partitions, partition_id, run_settings
-from warmfed_flwr.config import NODE_LOCAL, PERSONAL_IN_ROUNDS, Settings
+from warmfed_flwr.client_context import (
+    DataSource,
+    client_data,
+    client_schedule,
+    num_partitions,
+    partition_id,
+    run_settings,
+)
+from warmfed_flwr.config import NODE_LOCAL, PERSONAL_IN_ROUNDS, DsdSettings, Settings
 from warmfed_flwr.data import concatenated
 from warmfed_flwr.data.types import ClientData, ImageSplit, pixels_as
 from warmfed_flwr.learning.dsd import train_personalized
@@ -41,14 +48,14 @@ def global_model(settings: Settings, num_classes: int, msg: Message, context: Co
     return load_record_into(model, received)
 
 
-def handle_fit_round(msg: Message, context: Context) -> Message:
+def handle_fit_round(msg: Message, context: Context, load_data: DataSource = client_data) -> Message:
     """One round of FedAvg, FedProx, FedAdam, FedBN or Ditto: train the received model on local data, send it back.
 
     FedBN keeps the batch-norm layers it trained and sends the rest; Ditto also trains its personal
     model, pulled towards the received global model, and keeps it.
     """
     settings = run_settings(context)
-    cd = client_data(settings, context, msg)
+    cd = load_data(settings, context, msg)
     model = global_model(settings, len(cd.class_names), msg, context)
     received = copy.deepcopy(model) if settings.method == "ditto" else None
     config = msg.content.config_records.get("config", ConfigRecord())
@@ -77,10 +84,10 @@ def train_ditto_model(settings: Settings, cd: ClientData, received: torch.nn.Mod
     keep_personal_model(model, context.state)
 
 
-def handle_local(msg: Message, context: Context) -> Message:
+def handle_local(msg: Message, context: Context, load_data: DataSource = client_data) -> Message:
     """The `local` baseline: train the received initial model on local data alone; reply with it and its accuracy."""
     settings = run_settings(context)
-    cd = client_data(settings, context, msg)
+    cd = load_data(settings, context, msg)
     model = global_model(settings, len(cd.class_names), msg, context)
     epochs = settings.train.local_only_epochs
     schedule = client_schedule(settings, cd.partition_id, epochs, seeds.LOCAL_TRAINING)
@@ -107,17 +114,14 @@ def personalized_metrics(model: torch.nn.Module, cd: ClientData, settings: Setti
     return metrics
 
 
-def handle_dsd(msg: Message, context: Context) -> Message:
+def handle_dsd(msg: Message, context: Context, load_data: DataSource = client_data) -> Message:
     """Personalize the received global model by DSD (mode from the message's config); reply with both accuracies.
-
-    A validation share of the client's training images (`dsd.validation-fraction`) picks the epoch to keep
-    (`kept-epoch`; 0: no epoch beat the global model there, which is kept).
 
     FedBN and Ditto trained their personal models during the rounds: the client takes that model
     (FedBN: the global model with its own batch-norm layers; Ditto: its kept personal model).
     """
     settings = run_settings(context)
-    cd = client_data(settings, context, msg)
+    cd = load_data(settings, context, msg)
     teacher = global_model(settings, len(cd.class_names), msg, context)
     global_acc = evaluate_accuracy(teacher, cd.test, pick_device())
     kept: dict[str, int] = {}
@@ -126,18 +130,36 @@ def handle_dsd(msg: Message, context: Context) -> Message:
     else:
         config = msg.content.config_records.get("config", ConfigRecord())
         dsd = replace(settings.dsd, mode=str(config["dsd-mode"])) if "dsd-mode" in config else settings.dsd
-        schedule = client_schedule(settings, cd.partition_id, dsd.epochs, seeds.DSD)
-        own, validation = hold_out(cd.train, dsd.validation_fraction, client_seed(settings.seed, cd.partition_id, seeds.VALIDATION))
-        best = BestEpoch(teacher, validation, pick_device()) if len(validation) else None
-        student = train_personalized(teacher, with_synthetic_share(own, msg), dsd, schedule,
-                                     progress_label=f"partition {cd.partition_id}", on_epoch_end=best.observe if best else None)
-        if best is not None:
-            student = best.restore(student)
-            kept = {"kept-epoch": best.kept_epoch, "validation-images": len(validation)}
+        student, kept = personalized_model(teacher, cd, dsd, settings, msg)
     metrics = MetricRecord(
         {"num-examples": len(cd.train), "global-acc": global_acc, **kept, **personalized_metrics(student, cd, settings, context)}
     )
     return Message(RecordDict({"metrics": metrics}), reply_to=msg)
+
+
+def personalized_model(
+    teacher: torch.nn.Module, cd: ClientData, dsd: DsdSettings, settings: Settings, msg: Message
+) -> tuple[torch.nn.Module, dict[str, int]]:
+    """`teacher` (the global model) personalized by DSD on the client's data, and what the validation share chose.
+
+    A trial on the client's training images less a validation share (`dsd.validation-fraction`) picks how many
+    epochs the personalization then trains on all of them (`kept-epoch`; 0: no epoch beat the global model on the
+    validation share, and the global model is kept). Without a validation share it trains `dsd.epochs`.
+    """
+    schedule = client_schedule(settings, cd.partition_id, dsd.epochs, seeds.DSD)
+    label = f"partition {cd.partition_id}"
+    own, validation = hold_out(cd.train, dsd.validation_fraction, client_seed(settings.seed, cd.partition_id, seeds.VALIDATION))
+    if len(validation) == 0:
+        return train_personalized(teacher, with_synthetic_share(cd.train, msg), dsd, schedule, progress_label=label), {}
+    best = BestEpoch(teacher, validation, pick_device())
+    train_personalized(teacher, with_synthetic_share(own, msg), dsd, schedule, progress_label=f"{label} trial",
+                       on_epoch_end=best.observe)
+    kept = {"kept-epoch": best.kept_epoch, "validation-images": len(validation)}
+    if best.kept_epoch == 0:
+        return teacher, kept
+    student = train_personalized(teacher, with_synthetic_share(cd.train, msg), dsd, schedule, progress_label=label,
+                                 stop_after=best.kept_epoch)
+    return student, kept
 
 
 def with_synthetic_share(train: ImageSplit, msg: Message) -> ImageSplit:

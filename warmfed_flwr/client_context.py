@@ -4,6 +4,7 @@ config, its share of the data (cached per process) and its seeded training sched
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Callable
 
 from flwr.app import Context, Message
 
@@ -15,6 +16,10 @@ from warmfed_flwr.data.types import ClientData
 from warmfed_flwr.learning.training import Schedule, classifier_schedule
 from warmfed_flwr.run.federation import AGREED_CLASSES_KEY
 from warmfed_flwr.seeds import client_seed
+
+# Where a training handler takes this client's data from: `client_data` in the real ClientApp; the benchmark's
+# poisoning experiments build a ClientApp whose attacking clients train on altered data (benchmark/poisoning.py).
+DataSource = Callable[[Settings, Context, Message], ClientData]
 
 
 def run_settings(context: Context) -> Settings:

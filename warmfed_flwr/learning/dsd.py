@@ -85,13 +85,14 @@ def train_personalized(
     schedule: Schedule,
     progress_label: str | None = None,
     on_epoch_end: Callable[[nn.Module, int], None] | None = None,
+    stop_after: int | None = None,
 ) -> nn.Module:
     """A personalized copy of `teacher` trained on `split` with DSD; the teacher is left untouched.
 
     `schedule` gives the batches, seed, device and shift augmentation (teacher and student see the
     same shifted batch); its epochs and learning rate are `dsd.epochs` and `dsd.lr`.
     With `progress_label` the epochs' loss is logged a few times; `on_epoch_end(student, epoch)` sees
-    the student after each epoch (`validation.BestEpoch.observe`).
+    the student after each epoch (`validation.BestEpoch.observe`); `stop_after` ends it after that many epochs.
     """
     schedule = replace(schedule, epochs=dsd.epochs, lr=dsd.lr)
     teacher = teacher.to(schedule.device).eval()
@@ -121,5 +122,5 @@ def train_personalized(
 
     progress = Progress(progress_label and f"[dsd] {progress_label}", dsd.epochs, unit="epoch")
     run_epochs(student, split, schedule, batch_loss=batch_loss, on_epoch_start=set_weight, progress=progress,
-               on_epoch_end=on_epoch_end)
+               on_epoch_end=on_epoch_end, stop_after=stop_after)
     return student

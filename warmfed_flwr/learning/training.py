@@ -68,12 +68,14 @@ def run_epochs(
     on_epoch_start: Callable[[int], None] | None = None,
     progress: Progress | None = None,
     on_epoch_end: Callable[[nn.Module, int], None] | None = None,
+    stop_after: int | None = None,
 ) -> float:
     """SGD (momentum 0.9, weight decay 5e-4, cosine learning rate) over `split`; returns the last epoch's mean loss.
 
     `batch_loss` lets a phase change the objective (FedProx, DSD) while sharing the loop;
     `on_epoch_start(epoch)` lets it update per-epoch state such as a distillation weight;
-    `on_epoch_end(model, epoch)` sees the model after each epoch (e.g. to score it; training resumes in train mode).
+    `on_epoch_end(model, epoch)` sees the model after each epoch (e.g. to score it; training resumes in train mode);
+    `stop_after` ends the training after that many epochs of the schedule (the learning rate follows the whole one).
     With `schedule.max_shift` > 0 every image is moved by a random offset of up to that many pixels
     (drawn from the seeded generator, so runs stay reproducible). `progress` logs the epochs' loss
     a few times.
@@ -89,7 +91,7 @@ def run_epochs(
     generator = torch.Generator().manual_seed(schedule.seed)
     images, labels = split.images, split.labels
     mean_loss = float("nan")
-    for epoch in range(epochs):
+    for epoch in range(epochs if stop_after is None else min(stop_after, epochs)):
         if on_epoch_start is not None:
             on_epoch_start(epoch)
         order = torch.randperm(len(split), generator=generator)

@@ -1,9 +1,7 @@
-"""Personalization that does not hurt: a validation share of the client's own training images picks the
-epoch to keep, and the global model is kept when no epoch beats it there."""
+"""Personalization that does not hurt: a validation share of the client's own training images picks how many epochs
+to train, and the global model is kept when no epoch beats it there."""
 
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 import torch
@@ -28,26 +26,19 @@ def hold_out(split: ImageSplit, fraction: float, seed: int) -> tuple[ImageSplit,
 
 
 class BestEpoch:
-    """Keeps, while a model trains, the weights that score best on `validation`.
+    """Scores a model on `validation` after each epoch and remembers the best epoch.
 
-    The starting weights (the global model's) are the score to beat: `kept_epoch` stays 0 and
-    `restore` puts them back when no epoch scores strictly higher.
+    The starting model (the global one) sets the score to beat: `kept_epoch` stays 0 when no epoch
+    scores strictly higher.
     """
 
     def __init__(self, start: nn.Module, validation: ImageSplit, device: torch.device) -> None:
         self.validation, self.device = validation, device
         self.start_accuracy = self.best_accuracy = evaluate_accuracy(start, validation, device)
-        self.best_state = copy.deepcopy(start.state_dict())
         self.kept_epoch = 0
 
     def observe(self, model: nn.Module, epoch: int) -> None:
-        """Score `model` after epoch `epoch` (0-based); keep its weights if they beat every earlier score."""
+        """Score `model` after epoch `epoch` (0-based); remember the epoch if it beats every earlier score."""
         accuracy = evaluate_accuracy(model, self.validation, self.device)
         if accuracy > self.best_accuracy:
             self.best_accuracy, self.kept_epoch = accuracy, epoch + 1
-            self.best_state = copy.deepcopy(model.state_dict())
-
-    def restore(self, model: nn.Module) -> nn.Module:
-        """`model` with the kept weights loaded."""
-        model.load_state_dict(self.best_state)
-        return model
