@@ -22,6 +22,7 @@ from warmfed_flwr.config import Settings
 from warmfed_flwr.data import domain_names, load_client_data, load_domain_set, num_clients
 from warmfed_flwr.data.camelyon17 import CLASS_NAMES as CAMELYON_CLASSES
 from warmfed_flwr.data.digits_domains import DOMAIN_NAMES as DIGITS_DOMAINS
+from warmfed_flwr.data.far_styles import FAR_STYLES
 from warmfed_flwr.data.domainnet import DOMAINS as DOMAINNET_DOMAINS
 from warmfed_flwr.data.domainnet import FEDBN_CLASSES
 from warmfed_flwr.data.office_caltech10 import DOMAINS as OFFICE_DOMAINS
@@ -213,6 +214,19 @@ def test_digits_preset_clients_all_load(file: str, clients_per_domain: int) -> N
     classifier = build_classifier(settings.model.name, 10, settings.data.image_size).eval()
     with torch.no_grad():
         assert classifier(clients[-1].train.images).shape == (len(clients[-1].train), 10)
+
+
+def test_digits_far_preset_has_one_client_per_far_style_and_the_digits_domains_split() -> None:
+    """The same digits, split the same way as digits-domains, each domain in a drawn style of its own."""
+    settings = preset_settings("digits-far.toml")
+    near = Settings.from_run_config({}).data
+    assert settings.data.name == "digits-far" and num_clients(settings.data) == len(FAR_STYLES) == 4
+    far_domains, near_domains = load_domain_set(settings.data).domains, load_domain_set(near).domains
+    assert [d.name for d in far_domains] == list(FAR_STYLES)
+    for far, near_domain in zip(far_domains, near_domains):
+        assert torch.equal(far.train.labels, near_domain.train.labels) and torch.equal(far.test.labels, near_domain.test.labels)
+        assert float((far.train.images - near_domain.train.images).abs().mean()) > 0.1
+        assert float(far.train.images.min()) >= 0.0 and float(far.train.images.max()) <= 1.0
 
 
 def test_digits_scarce_clients_hold_a_handful_of_images_per_class() -> None:
