@@ -14,7 +14,7 @@ from warmfed_flwr.generative.adapter import (
     adapter_config,
     validate_adapter,
 )
-from warmfed_flwr.generative.upload import encode_adapter
+from warmfed_flwr.generative.upload import PACKED, SCALES, EncodedAdapter, decode_adapter, encode_adapter
 
 CLIENT = "client-3"
 EXPECTED = {"block.to_q.lora_A.weight": (8, 16), "block.to_q.lora_B.weight": (16, 8)}
@@ -125,29 +125,28 @@ def test_oversized_adapter_is_refused(arrays, lora):
 
 @pytest.mark.parametrize(("dtype", "bytes_per_value", "tolerance"), [("float16", 2, 1e-3), ("int8", 1, 1 / 127)])
 def test_smaller_uploads_decode_close_to_the_fitted_adapter(arrays, lora, dtype, bytes_per_value, tolerance):
-    """float16 halves and int8 quarters the tensors' bytes; the server's decoded adapter stays within the
-    encoding's resolution (int8: half a step of the largest value of each rank component)."""
+    """float16 halves and int8 quarters the values' bytes, packed into one array; the server's decoded adapter stays
+    within the encoding's resolution (int8: half a step of the largest value of each rank component)."""
     agreed = replace(lora, upload_dtype=dtype)
     sent = encode_adapter(arrays, dtype)
     values = sum(a.size for a in arrays.values())
-    assert sum(a.nbytes for a in sent.tensors.values()) == bytes_per_value * values
+    assert list(sent.tensors) == [PACKED] and sent.tensors[PACKED].shape == (values,)
     assert sent.nbytes() == bytes_per_value * values + (4 * 8 * 2 if dtype == "int8" else 0)  # rank 8: 8 scales each
     decoded = validate_adapter(sent, adapter_config(agreed), EXPECTED, agreed, CLIENT)
+    assert list(decoded) == list(EXPECTED)
     for name, fitted in arrays.items():
-        assert decoded[name].dtype == np.float32
-        step = np.abs(fitted).max() * tolerance
-        assert np.abs(decoded[name] - fitted).max() <= step
+        assert decoded[name].dtype == np.float32 and decoded[name].shape == fitted.shape
+        assert np.abs(decoded[name] - fitted).max() <= np.abs(fitted).max() * tolerance
         assert np.abs(decoded[name] - fitted).max() > 0  # a lossy encoding, not the float32 arrays passed through
 
 
 def test_int8_scales_run_over_rank_components(arrays):
-    """One scale per rank component: rows of A, columns of B; a component's largest value is exact."""
-    arrays["block.to_q.lora_B.weight"][:, 5] *= 1000  # one loud component must not drown the others
-    sent = encode_adapter(arrays, "int8")
-    assert sent.scales["block.to_q.lora_A.weight"].shape == (8,) and sent.scales["block.to_q.lora_B.weight"].shape == (8,)
+    """One scale per rank component (rows of A, columns of B), so one loud component does not drown the others."""
+    arrays["block.to_q.lora_B.weight"][:, 5] *= 1000
+    decoded = decode_adapter(encode_adapter(arrays, "int8"), EXPECTED)
     quiet = arrays["block.to_q.lora_B.weight"][:, 0]
-    decoded_quiet = sent.tensors["block.to_q.lora_B.weight"][:, 0] * sent.scales["block.to_q.lora_B.weight"][0]
-    assert np.abs(decoded_quiet - quiet).max() <= np.abs(quiet).max() / 127
+    assert np.abs(decoded["block.to_q.lora_B.weight"][:, 0] - quiet).max() <= np.abs(quiet).max() / 127
+    assert encode_adapter(arrays, "int8").scales.shape == (16,)  # 8 for A, 8 for B
 
 
 def test_float16_refuses_values_it_cannot_hold(arrays):
@@ -160,41 +159,52 @@ def _int8(arrays, lora):
     return encode_adapter(arrays, "int8"), replace(lora, upload_dtype="int8")
 
 
-def _scale_missing(sent):
-    del sent.scales["block.to_q.lora_A.weight"]
+def _scales_missing(sent):
+    return EncodedAdapter(sent.tensors, None)
 
 
 def _scale_negative(sent):
-    sent.scales["block.to_q.lora_B.weight"][2] = -1.0
+    sent.scales[2] = -1.0
+    return sent
 
 
 def _scale_nan(sent):
-    sent.scales["block.to_q.lora_B.weight"][2] = np.nan
+    sent.scales[2] = np.nan
+    return sent
 
 
-def _scale_wrong_length(sent):
-    sent.scales["block.to_q.lora_A.weight"] = np.ones(4, np.float32)
+def _scales_short(sent):
+    return EncodedAdapter(sent.tensors, sent.scales[:-1])
+
+
+def _values_short(sent):
+    return EncodedAdapter({PACKED: sent.tensors[PACKED][:-1]}, sent.scales)
 
 
 def _float32_sent_as_int8(sent):
-    sent.tensors["block.to_q.lora_B.weight"] = sent.tensors["block.to_q.lora_B.weight"].astype(np.float32)
+    return EncodedAdapter({PACKED: sent.tensors[PACKED].astype(np.float32)}, sent.scales)
+
+
+def _named_tensors(sent):
+    return EncodedAdapter({"block.to_q.lora_A.weight": sent.tensors[PACKED]}, sent.scales)
 
 
 @pytest.mark.parametrize(
     ("corrupt", "key", "problem"),
     [
-        (_scale_missing, "block.to_q.lora_A.weight", "scale missing"),
-        (_scale_negative, "block.to_q.lora_B.weight", "negative"),
-        (_scale_nan, "block.to_q.lora_B.weight", "NaN"),
-        (_scale_wrong_length, "block.to_q.lora_A.weight", r"expected float32 \(8,\)"),
-        (_float32_sent_as_int8, "block.to_q.lora_B.weight", "dtype float32, expected int8"),
+        (_scales_missing, SCALES, "expected a numpy array"),
+        (_scale_negative, SCALES, "negative"),
+        (_scale_nan, SCALES, "NaN"),
+        (_scales_short, SCALES, r"shape \(15,\), expected \(16,\)"),
+        (_values_short, PACKED, r"shape \(255,\), expected \(256,\)"),
+        (_float32_sent_as_int8, PACKED, "dtype float32, expected int8"),
+        (_named_tensors, PACKED, "missing"),
     ],
 )
 def test_int8_upload_failures_name_client_and_key(arrays, lora, corrupt, key, problem):
     sent, agreed = _int8(arrays, lora)
-    corrupt(sent)
     with pytest.raises(AdapterError, match=problem) as caught:
-        validate_adapter(sent, adapter_config(agreed), EXPECTED, agreed, CLIENT)
+        validate_adapter(corrupt(sent), adapter_config(agreed), EXPECTED, agreed, CLIENT)
     assert (caught.value.client, caught.value.key) == (CLIENT, key)
 
 
@@ -208,8 +218,8 @@ def test_upload_dtype_is_agreed(arrays, lora):
 
 def test_int8_size_limit_counts_the_bytes_sent(arrays, lora):
     sent, agreed = _int8(arrays, lora)
-    validate_adapter(sent, adapter_config(replace(agreed, max_bytes=sent.nbytes())), EXPECTED,
-                     replace(agreed, max_bytes=sent.nbytes()), CLIENT)
+    exact = replace(agreed, max_bytes=sent.nbytes())
+    validate_adapter(sent, adapter_config(exact), EXPECTED, exact, CLIENT)
     small = replace(agreed, max_bytes=sent.nbytes() - 1)
     with pytest.raises(AdapterError, match="max-bytes"):
         validate_adapter(sent, adapter_config(small), EXPECTED, small, CLIENT)

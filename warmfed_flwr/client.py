@@ -38,7 +38,7 @@ from warmfed_flwr.data.node_local import read_node_folder
 from warmfed_flwr.generative import ClassLabels, load_backbone
 from warmfed_flwr.generative.adapter import adapter_config
 from warmfed_flwr.generative.private import dp_budget
-from warmfed_flwr.generative.upload import encode_adapter
+from warmfed_flwr.generative.upload import SCALES, encode_adapter
 from warmfed_flwr.run.transport import arrays_to_record
 from warmfed_flwr.runtime.placement import report_placement
 from warmfed_flwr.seeds import client_seed
@@ -105,8 +105,8 @@ def handle_lora(msg: Message, context: Context, load_data: DataSource = client_d
             "metrics": MetricRecord(metrics),
         }
     )
-    if upload.scales:
-        content["adapter-scales"] = arrays_to_record(upload.scales)
+    if upload.scales is not None:
+        content["adapter-scales"] = arrays_to_record({SCALES: upload.scales})
     return Message(content, reply_to=msg)
 
 

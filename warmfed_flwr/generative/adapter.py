@@ -13,7 +13,7 @@ from typing import Mapping
 import numpy as np
 
 from warmfed_flwr.config import LoraSettings
-from warmfed_flwr.generative.upload import EncodedAdapter, decode_adapter, rank_axis
+from warmfed_flwr.generative.upload import PACKED, SCALES, EncodedAdapter, decode_adapter, packed_sizes
 
 # An exported adapter's file name: the one diffusers' load_lora_weights looks for.
 ADAPTER_FILE = "pytorch_lora_weights.safetensors"
@@ -49,43 +49,49 @@ def validate_adapter(
 
     `adapter` is what arrived (a plain mapping is a float32 upload). Returns the decoded float32
     arrays in the order of `expected`. Raises AdapterError naming the client and the offending key
-    for: a config differing from `adapter_config(lora)`, missing or extra tensors or scales, payload
-    bytes above `lora.max_bytes`, a tensor not of the agreed upload dtype and expected shape, an int8
-    scale that is not a finite, non-negative float32 vector of the tensor's rank, and a decoded
-    tensor holding NaN or infinite values.
+    for: a config differing from `adapter_config(lora)`; payload bytes above `lora.max_bytes`; for
+    float32, missing or extra tensors and a tensor not a float32 array of its expected shape; for
+    float16 and int8, a packed array not of the agreed dtype or not holding exactly the agreed
+    tensors' values, and int8 scales that are not one finite, non-negative float32 per rank
+    component; and a decoded tensor holding NaN or infinite values.
     """
     sent = adapter if isinstance(adapter, EncodedAdapter) else EncodedAdapter(dict(adapter))
     _check_config(config, lora, client)
-    _check_names(sent.tensors, expected, client, "tensor")
-    if lora.upload_dtype == "int8":
-        _check_names(sent.scales, expected, client, "scale")
-    elif sent.scales:
-        raise AdapterError(client, sorted(sent.scales)[0], f"scales sent with a {lora.upload_dtype} upload")
     total = sent.nbytes()
     if total > lora.max_bytes:
         largest = max(sent.tensors, key=lambda name: sent.tensors[name].nbytes)
         raise AdapterError(
             client, largest, f"adapter holds {total} bytes, more than lora.max-bytes = {lora.max_bytes} (largest tensor)"
         )
-    for name, shape in expected.items():
-        _check_tensor(sent.tensors[name], shape, np.dtype(lora.upload_dtype), name, client)
+    if sent.scales is not None and lora.upload_dtype != "int8":
+        raise AdapterError(client, SCALES, f"scales sent with a {lora.upload_dtype} upload")
+    if lora.upload_dtype == "float32":
+        _check_names(sent.tensors, expected, client)
+        for name, shape in expected.items():
+            _check_array(sent.tensors[name], np.float32, tuple(shape), name, client)
+    else:
+        _check_names(sent.tensors, {PACKED: ()}, client)
+        values, scales = packed_sizes(expected)
+        _check_array(sent.tensors[PACKED], np.dtype(lora.upload_dtype), (values,), PACKED, client)
         if lora.upload_dtype == "int8":
-            _check_scale(sent.scales[name], shape[rank_axis(name)], name, client)
-    decoded = decode_adapter(sent)
-    for name in expected:
-        if not np.isfinite(decoded[name]).all():
+            _check_array(sent.scales, np.float32, (scales,), SCALES, client)
+            if not np.isfinite(sent.scales).all() or (sent.scales < 0).any():
+                raise AdapterError(client, SCALES, "holds negative, NaN or infinite values")
+    decoded = decode_adapter(sent, expected)
+    for name, tensor in decoded.items():
+        if not np.isfinite(tensor).all():
             raise AdapterError(client, name, "holds NaN or infinite values")
-    return {name: decoded[name] for name in expected}
+    return decoded
 
 
-def _check_names(arrays: Mapping[str, object], expected: Mapping[str, object], client: str, what: str) -> None:
+def _check_names(arrays: Mapping[str, object], expected: Mapping[str, object], client: str) -> None:
     """Raise AdapterError unless `arrays` has exactly the keys of `expected`."""
     missing = sorted(set(expected) - set(arrays))
     if missing:
-        raise AdapterError(client, missing[0], f"{what} missing ({len(missing)} expected {what}s missing)")
+        raise AdapterError(client, missing[0], f"missing ({len(missing)} expected tensors missing)")
     extra = sorted(set(arrays) - set(expected))
     if extra:
-        raise AdapterError(client, extra[0], f"unexpected {what} ({len(extra)} unexpected in all)")
+        raise AdapterError(client, extra[0], f"unexpected tensor ({len(extra)} unexpected in all)")
 
 
 def _check_config(config: Mapping[str, object], lora: LoraSettings, client: str) -> None:
@@ -97,20 +103,11 @@ def _check_config(config: Mapping[str, object], lora: LoraSettings, client: str)
             raise AdapterError(client, f"config.{key}", f"{config[key]!r} differs from the agreed {agreed!r}")
 
 
-def _check_tensor(array: object, shape: tuple[int, ...], dtype: np.dtype, name: str, client: str) -> None:
+def _check_array(array: object, dtype: np.dtype, shape: tuple[int, ...], name: str, client: str) -> None:
     """Raise AdapterError unless `array` is a numpy array of `dtype` and `shape`."""
     if not isinstance(array, np.ndarray):
         raise AdapterError(client, name, f"expected a numpy array, got {type(array).__name__}")
     if array.dtype != dtype:
-        raise AdapterError(client, name, f"dtype {array.dtype}, expected {dtype} (lora.upload-dtype)")
-    if tuple(array.shape) != tuple(shape):
-        raise AdapterError(client, name, f"shape {tuple(array.shape)}, expected {tuple(shape)}")
-
-
-def _check_scale(scale: object, rank: int, name: str, client: str) -> None:
-    """Raise AdapterError unless `scale` is a finite, non-negative float32 vector of `rank` entries."""
-    if not isinstance(scale, np.ndarray) or scale.dtype != np.float32 or scale.shape != (rank,):
-        described = f"{scale.dtype} {scale.shape}" if isinstance(scale, np.ndarray) else type(scale).__name__
-        raise AdapterError(client, name, f"int8 scale is {described}, expected float32 ({rank},)")
-    if not np.isfinite(scale).all() or (scale < 0).any():
-        raise AdapterError(client, name, "int8 scale holds negative, NaN or infinite values")
+        raise AdapterError(client, name, f"dtype {array.dtype}, expected {np.dtype(dtype)} (lora.upload-dtype)")
+    if tuple(array.shape) != shape:
+        raise AdapterError(client, name, f"shape {tuple(array.shape)}, expected {shape}")

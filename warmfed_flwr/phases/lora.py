@@ -7,7 +7,7 @@ from flwr.app import RecordDict
 
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import AdapterError, validate_adapter
-from warmfed_flwr.generative.upload import EncodedAdapter
+from warmfed_flwr.generative.upload import SCALES, EncodedAdapter
 from warmfed_flwr.logs import logger
 from warmfed_flwr.run.context import RunContext
 from warmfed_flwr.run.federation import TooFewClientsError
@@ -29,7 +29,7 @@ def collect_adapters(run: RunContext, keep: KeepAdapter) -> list[ClientAdapter]:
         client = by_node[node_id]
         name = f"partition {client.partition_id} ({client.domain})"
         try:
-            scales = record_to_arrays(content["adapter-scales"]) if "adapter-scales" in content else {}
+            scales = record_to_arrays(content["adapter-scales"])[SCALES] if "adapter-scales" in content else None
             sent = EncodedAdapter(record_to_arrays(content["adapter"]), scales)
             arrays = validate_adapter(sent, dict(content["adapter-config"]), expected, s.lora, name)
         except (AdapterError, KeyError) as err:
