@@ -22,7 +22,8 @@ EXPECTED = {"block.to_q.lora_A.weight": (8, 16), "block.to_q.lora_B.weight": (16
 
 @pytest.fixture
 def lora():
-    return Settings.from_run_config({}).lora
+    """The default LoRA settings with float32 uploads: named tensors, as fitted (the int8 default packs them)."""
+    return Settings.from_run_config({"lora.upload-dtype": "float32"}).lora
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from warmfed_flwr.config import Settings
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import adapter_config
+from warmfed_flwr.generative.upload import SCALES, encode_adapter
 from warmfed_flwr.phases.lora import collect_adapters
 from warmfed_flwr.run.artifacts import ArtifactCache
 from warmfed_flwr.run.federation import ClientInfo
@@ -42,8 +43,10 @@ class StreamingRun:
         assert phase == "lora" and message_type == "train.lora" and len(contents) == 4
         for pid in self.arrival:
             self.handed_out += 1
+            sent = encode_adapter(self.adapters[pid], self.settings.lora.upload_dtype)  # as a client sends it
             yield 100 + pid, RecordDict({
-                "adapter": arrays_to_record(self.adapters[pid]),
+                "adapter": arrays_to_record(sent.tensors),
+                "adapter-scales": arrays_to_record({SCALES: sent.scales}),
                 "adapter-config": ConfigRecord(adapter_config(self.settings.lora)),
                 "metrics": MetricRecord({"num-examples": 8, "fit-seconds": 0.5, "label-counts": [pid, 8 - pid]}),
             })
@@ -66,5 +69,6 @@ def test_each_adapter_is_stored_before_the_next_reply_is_taken_and_read_back_in_
     assert [a.label_counts for a in adapters] == [[0, 8], [1, 7], [2, 6], [3, 5]]
     for adapter in adapters:
         read = adapter.arrays()
-        assert all(np.all(tensor == adapter.client.partition_id) for tensor in read.values())
-    assert run.recorder.clients[3].details["adapter_bytes"] == sum(a.nbytes for a in run.adapters[3].values())
+        assert all(np.allclose(tensor, adapter.client.partition_id) for tensor in read.values())
+    values = sum(a.size for a in run.adapters[3].values())  # int8 (the default): a byte per value, and the scales
+    assert values < run.recorder.clients[3].details["adapter_bytes"] < 1.05 * values

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from warmfed_flwr.config import Settings
 from warmfed_flwr.generative import adapter_config, load_backbone, validate_adapter
+from warmfed_flwr.generative.upload import encode_adapter
 from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.export import export_adapter
 from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS, fold_lora_scaling
@@ -99,8 +100,11 @@ def test_fit_is_deterministic_per_seed(backbone, settings, client_data, adapter)
 def test_adapter_matches_expected_shapes_and_validates(backbone, settings, adapter):
     expected = backbone.adapter_shapes(settings.lora)
     assert {name: array.shape for name, array in adapter.items()} == expected
-    validated = validate_adapter(adapter, adapter_config(settings.lora), expected, settings.lora, "client-0")
+    sent = encode_adapter(adapter, settings.lora.upload_dtype)  # int8 by default, as a client sends it
+    validated = validate_adapter(sent, adapter_config(settings.lora), expected, settings.lora, "client-0")
     assert validated.keys() == expected.keys()
+    for name, fitted in adapter.items():  # within half an int8 step of each rank component's largest value
+        assert np.abs(validated[name] - fitted).max() <= np.abs(fitted).max() / 127 + 1e-7
 
 
 def test_all_targets_cover_convolutions_and_class_embedding(backbone, settings):

@@ -92,8 +92,11 @@ class TrainSettings:
                                  "by up to this many pixels (edges repeated); 0 turns augmentation off", between(0, 8))
     proximal_mu: float = setting(0.01, "FedProx mu", at_least(0.0))
     ditto_lambda: float = setting(0.1, "Ditto: pull of each personal model towards the global model", at_least(0.0))
-    aggregation: str = setting("fedavg", "rounds' aggregation: `fedavg`, `fedprox`, `fedadam`",
-                               one_of("fedavg", "fedprox", "fedadam"))
+    aggregation: str = setting("fedavg", "rounds' aggregation: `fedavg`, `fedprox`, `fedadam`, and the robust "
+                               "`fedmedian` (coordinate-wise median) and `fedtrimmedavg` (mean without the "
+                               "`train.trim-fraction` largest and smallest values of each coordinate)",
+                               one_of("fedavg", "fedprox", "fedadam", "fedmedian", "fedtrimmedavg"))
+    trim_fraction: float = setting(0.2, "FedTrimmedAvg: share cut from each end of every coordinate", between(0.0, 0.49))
     server_lr: float = setting(0.01, "FedAdam server learning rate", positive)
 
 
@@ -110,7 +113,7 @@ class LoraSettings:
     lr: float = setting(0.005, "learning rate of the client's LoRA fit", positive)
     batch_size: int = setting(16, "batch size of the client's LoRA fit", between(1, 4096))
     max_bytes: int = setting(50_000_000, "the server rejects a larger adapter (bytes as sent)", positive)
-    upload_dtype: str = setting("float32", "how the adapter travels: `float32`, `float16` (half the bytes) or `int8` "
+    upload_dtype: str = setting("int8", "how the adapter travels: `float32`, `float16` (half the bytes) or `int8` "
                                 "(a quarter: 8-bit values with one float32 scale per rank component; decoded on "
                                 "the server)", one_of("float32", "float16", "int8"))
     send_label_counts: bool = setting(True, "clients report per-class counts with their adapter (exact counts: "
@@ -141,10 +144,20 @@ class GenerateSettings:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """The server's own training of the global model on the synthetic pool."""
+    """The server's own training of the global model on the synthetic pool, and the check of what goes into it."""
 
     epochs: int = setting(30, "warm-start training epochs on the synthetic pool", at_least(0))
     round_epochs: int = setting(0, "server fine-tuning epochs on the pool after each aggregation", at_least(0))
+    share_check: str = setting(
+        "off", "WarmFed: before pooling, score each client's synthetic share by how well a classifier trained on the "
+        "other clients' shares agrees with its labels; `report` records and logs a share scoring below "
+        "`server.share-check-ratio` x the median score, `enforce` also leaves it out of the pool; `off` skips the check",
+        one_of("off", "report", "enforce"))
+    share_check_ratio: float = setting(0.5, "a share is flagged when its agreement is below this share of the median "
+                                       "client's", between(0.0, 1.0))
+    share_check_epochs: int = setting(10, "epochs of each classifier the share check trains", at_least(1))
+    share_check_folds: int = setting(5, "the share check trains this many classifiers, each without one group of "
+                                     "clients (fewer when there are fewer clients)", between(2, 100))
 
 
 @dataclass(frozen=True)
@@ -164,9 +177,9 @@ class DsdSettings:
                                     "pool (the images generated from its adapter) with the global model, and DSD trains "
                                     "on it next to the client's data; counted in the bytes down")
     validation_fraction: float = setting(
-        0.2, "personalization keeps this share of each class of the client's training images (rounded down) aside, "
-        "keeps the epoch that scores best on it and the global model when no epoch beats it there; 0 = train on "
-        "every image and keep the last epoch", between(0.0, 0.5))
+        0.2, "personalization first trains on the client's images less this share of each class (rounded down) and "
+        "scores every epoch on that share; it then trains on all images for as many epochs as scored best, or keeps "
+        "the global model when no epoch beat it; 0 = train on every image for `dsd.epochs`", between(0.0, 0.5))
 
 
 def snapshot_rounds(value: str) -> tuple[int, ...]:

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from warmfed_flwr.benchmark.matrix import MATRICES, select
+from warmfed_flwr.benchmark.poisoning import Attack, write_poisoned_app
 from warmfed_flwr.benchmark.report import write_report
 from warmfed_flwr.benchmark.rows import append_rows, cells_of_run, is_done, read_rows, rows_from_results
 from warmfed_flwr.launch import requested_config, run_app, toml_value
@@ -41,11 +42,15 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", help="method labels to run (default: the whole matrix)")
     parser.add_argument("--runs-dir", type=Path, help="where run directories go (default: <csv stem>-runs/ beside the CSV)")
     parser.add_argument("--app-dir", type=Path, default=Path("."), help="the project folder (default: .)")
+    parser.add_argument("--attackers", type=int, nargs="+", default=[],
+                        help="the robustness matrix: partition ids of the clients that poison their data")
     args = parser.parse_args()
 
     dataset = args.name or args.csv.stem
     runs_dir = (args.runs_dir or args.csv.with_name(f"{args.csv.stem}-runs")).resolve()
     runs = [(entry, seed) for entry in select(MATRICES[args.matrix](), args.methods) for seed in args.seeds]
+    if any(entry.attack for entry, _ in runs) and not args.attackers:
+        parser.error("--attackers: the selected entries poison clients; name them (partition ids)")
     existing = read_rows(args.csv)
 
     def cell_done(label: str, rounds: int, seed: int) -> bool:
@@ -58,18 +63,24 @@ def main() -> None:
     started = time.perf_counter()
     for done, (entry, seed) in enumerate(todo):
         out_dir = runs_dir / f"{entry.label}-r{entry.rounds}-s{seed}"
-        run_config = {"cache-dir": str(runs_dir / "cache"), **entry.run_config(seed)}
+        app_dir, cache = args.app_dir.resolve(), "cache"
+        attack = Attack(entry.attack, tuple(args.attackers)) if entry.attack else None
+        if attack is not None:  # a copy of the app in which the attackers poison their data; a cache of its own
+            app_dir = write_poisoned_app(app_dir, attack, runs_dir / f"app-{attack.label}")
+            cache = f"cache-{attack.label}"
+        run_config = {"cache-dir": str(runs_dir / cache), **entry.run_config(seed)}
         overrides = " ".join(f"{k}={toml_value(v)}" for k, v in run_config.items())
         if args.run_config:
             overrides = f"{args.run_config} {overrides}"
         config = requested_config(args.preset, overrides, str(out_dir))
         t0 = time.perf_counter()
-        run_app(config, args.app_dir.resolve())
+        run_app(config, app_dir)
         wall = time.perf_counter() - t0
         results = json.loads((out_dir / "results.json").read_text())
         for cell_results, seconds in cells_of_run(results, wall):
             if not cell_done(entry.label, cell_results["rounds"], seed):
-                append_rows(args.csv, rows_from_results(dataset, entry.label, cell_results, seconds))
+                rows = rows_from_results(dataset, entry.label, cell_results, seconds, attackers=set(args.attackers))
+                append_rows(args.csv, rows)
         elapsed = time.perf_counter() - started
         remaining = elapsed / (done + 1) * (len(todo) - done - 1)
         print(

@@ -5,12 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from warmfed_flwr.benchmark.poisoning import ATTACKS
+
 @dataclass(frozen=True)
 class Entry:
     """One run per seed: a label for the table, the app's method key, its rounds and extra keys.
 
     `snapshots` are earlier rounds whose cells the same run also fills, from the results it records on
     the way (run-config `snapshot-rounds`, warmfed_flwr/run/snapshots.py) instead of a run of their own.
+    `attack` makes the harness run a copy of the app in which its attacking clients poison their data.
     """
 
     label: str
@@ -18,6 +21,7 @@ class Entry:
     rounds: int
     overrides: dict[str, Any] = field(default_factory=dict)
     snapshots: tuple[int, ...] = ()
+    attack: str = ""  # a poisoning attack of the harness's --attackers (benchmark/poisoning.py); "" = honest clients
 
     @property
     def cell_rounds(self) -> tuple[int, ...]:
@@ -61,7 +65,8 @@ def personalization_matrix() -> list[Entry]:
     personalization).
 
     The federated peers run 20 rounds, their 5-round cells as snapshots; FedBN on the small CNN with
-    BatchNorm (`cnn-bn`), which it needs; WarmFed one-shot with plain fine-tuning and each DSD variant.
+    BatchNorm (`cnn-bn`), which it needs; WarmFed one-shot with plain fine-tuning and each DSD variant, and plain
+    fine-tuning and DSD without the validation share (every training image used, the last epoch kept).
     """
     rounds, snapshots, others = 20, (5,), {"evaluate-others": RESILIENCE_EVALUATORS}
     return [
@@ -74,6 +79,8 @@ def personalization_matrix() -> list[Entry]:
         Entry("warmfed-dsd-constant", "warmfed", 0, {"dsd.mode": "constant"} | others),
         Entry("warmfed-dsd-self", "warmfed", 0, {"dsd.teacher": "global-or-self"} | others),
         Entry("warmfed-dsd-synthetic", "warmfed", 0, {"dsd.synthetic-share": True} | others),
+        Entry("warmfed-ft-no-val", "warmfed", 0, {"dsd.mode": "none", "dsd.validation-fraction": 0.0} | others),
+        Entry("warmfed-dsd-no-val", "warmfed", 0, {"dsd.validation-fraction": 0.0} | others),
     ]
 
 
@@ -82,7 +89,29 @@ def upload_matrix() -> list[Entry]:
     return [Entry(f"warmfed-{dtype}", "warmfed", 0, {"lora.upload-dtype": dtype}) for dtype in ("float32", "float16", "int8")]
 
 
-MATRICES = {"comparison": default_matrix, "personalization": personalization_matrix, "upload": upload_matrix}
+def robustness_matrix() -> list[Entry]:
+    """Each attack (and none) against WarmFed one-shot without and with the share check, and FedAvg's 5 and 50 rounds
+    with plain, median and trimmed-mean aggregation (BENCHMARKS.md, clients that lie)."""
+    entries = []
+    for attack in ("", *ATTACKS):
+        suffix = f"@{attack}" if attack else ""
+        entries += [
+            Entry(f"warmfed{suffix}", "warmfed", 0, {"server.share-check": "off"}, attack=attack),
+            Entry(f"warmfed-check{suffix}", "warmfed", 0, {"server.share-check": "enforce"}, attack=attack),
+        ]
+        entries += [
+            Entry(f"{aggregation}{suffix}", "fedavg", 50, {"train.aggregation": aggregation}, snapshots=(5,), attack=attack)
+            for aggregation in ("fedavg", "fedmedian", "fedtrimmedavg")
+        ]
+    return entries
+
+
+MATRICES = {
+    "comparison": default_matrix,
+    "personalization": personalization_matrix,
+    "upload": upload_matrix,
+    "robustness": robustness_matrix,
+}
 
 
 def select(entries: list[Entry], labels: list[str] | None) -> list[Entry]:

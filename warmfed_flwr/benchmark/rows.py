@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 COLUMNS = ("dataset", "method", "rounds", "seed", "metric", "value")
 RowKey = tuple[str, str, int, int, str]
@@ -46,8 +46,14 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
         f.flush()
 
 
-def rows_from_results(dataset: str, label: str, results: dict[str, Any], seconds: float) -> list[dict[str, Any]]:
-    """The CSV rows of one run's results.json; metrics a method lacks are left out; `seconds` comes last."""
+def rows_from_results(
+    dataset: str, label: str, results: dict[str, Any], seconds: float, attackers: Collection[int] = ()
+) -> list[dict[str, Any]]:
+    """The CSV rows of one run's results.json; metrics a method lacks are left out; `seconds` comes last.
+
+    With `attackers` (the robustness matrix), also the honest clients' mean global and personalized accuracy and how
+    many honest and attacking clients the share check flagged.
+    """
     averages = results["averages"]
     metrics: dict[str, float | None] = {
         "global_acc": averages["global_acc"],
@@ -63,9 +69,31 @@ def rows_from_results(dataset: str, label: str, results: dict[str, Any], seconds
         metrics[f"global_acc:{domain}"] = values["global_acc"]
     for client in results["clients"]:
         metrics[f"personal_acc:client{client['partition_id']}"] = client["personal_acc"]
+    if attackers:
+        metrics |= honest_metrics(results["clients"], attackers)
     metrics["seconds"] = seconds
     base = {"dataset": dataset, "method": label, "rounds": results["rounds"], "seed": results["seed"]}
     return [{**base, "metric": name, "value": value} for name, value in metrics.items() if value is not None]
+
+
+def honest_metrics(clients: list[dict[str, Any]], attackers: Collection[int]) -> dict[str, float | None]:
+    """The honest clients' mean accuracies and the share check's flags among honest clients and attackers."""
+    honest = [c for c in clients if c["partition_id"] not in attackers]
+
+    def mean(key: str) -> float | None:
+        values = [c[key] for c in honest if c.get(key) is not None]
+        return sum(values) / len(values) if values else None
+
+    def flagged(group: list[dict[str, Any]]) -> int | None:
+        checks = [c["details"]["share_check"] for c in group if "share_check" in c.get("details", {})]
+        return sum(check["flagged"] for check in checks) if checks else None
+
+    return {
+        "global_acc_honest": mean("global_acc"),
+        "personal_acc_honest": mean("personal_acc"),
+        "share_flagged_honest": flagged(honest),
+        "share_flagged_attackers": flagged([c for c in clients if c["partition_id"] in attackers]),
+    }
 
 
 def cells_of_run(results: dict[str, Any], wall_seconds: float) -> list[tuple[dict[str, Any], float]]:

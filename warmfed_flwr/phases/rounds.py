@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx, Result, Strategy
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedMedian, FedProx, FedTrimmedAvg, Result, Strategy
 
 from warmfed_flwr.config import Settings
 from warmfed_flwr.logs import logger
@@ -45,6 +45,10 @@ def make_aggregation(settings: Settings, num_clients: int) -> Strategy:
         return FedProx(proximal_mu=settings.train.proximal_mu, **common)
     if aggregation == "fedadam":
         return FedAdam(eta=settings.train.server_lr, eta_l=settings.train.lr, **common)
+    if aggregation == "fedmedian":
+        return FedMedian(**common)
+    if aggregation == "fedtrimmedavg":
+        return FedTrimmedAvg(beta=settings.train.trim_fraction, **common)
     return FedAvg(**common)
 
 

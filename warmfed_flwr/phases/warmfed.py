@@ -18,6 +18,7 @@ from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.phases.lora import collect_adapters
 from warmfed_flwr.phases.personalize import personalize
 from warmfed_flwr.phases.rounds import StrategyRun, make_aggregation, run_rounds
+from warmfed_flwr.phases.share_check import check_shares
 from warmfed_flwr.phases.warmstart import Source, generate_pool, pool_fine_tuning, save_samples, train_on_pool
 from warmfed_flwr.run.artifacts import base_source_key
 from warmfed_flwr.run.context import RunContext
@@ -59,13 +60,16 @@ class WarmFedStrategy:
         return arrays
 
     def synthetic_pool(self) -> ImageSplit:
-        """The warm-start data: every client's share of synthetic images in one split (samples.png drawn on the way)."""
+        """The warm-start data: every client's share of synthetic images in one split (samples.png drawn on the way),
+        less the shares the share check leaves out (`server.share-check = "enforce"`)."""
         shares = self.store.checkpointed_pool()
         if shares is None:
             shares = self.generated_pool()
         save_samples(self.run_context, shares)
         if self.run_context.settings.dsd.synthetic_share:
             self.synthetic_shares = {client.partition_id: split_to_record(share) for client, share in shares}
+        if self.use_adapters:  # FGL's shares all come from the base model: nothing to check
+            shares = check_shares(self.run_context, shares)
         return ImageSplit(torch.cat([s.images for _, s in shares]), torch.cat([s.labels for _, s in shares]))
 
     def generated_pool(self) -> list[Share]:
