@@ -10,9 +10,11 @@ import pytest
 import torch
 
 from warmfed_flwr.config import Settings
+from warmfed_flwr.generative.adapter import adapter_config, validate_adapter
 from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.sd_utils import class_prompt, initial_latents, save_adapter_for_diffusers
 from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone, load_stable_diffusion_backbone
+from warmfed_flwr.generative.upload import encode_adapter
 
 # scripts/ is on pytest's pythonpath (pyproject.toml)
 from sd_pipeline_factory import build_sd15_sized_pipeline, build_tiny_pipeline
@@ -178,6 +180,21 @@ def test_adapter_round_trips_into_diffusers_load_lora_weights(
     assert written.is_file() and written.suffix == ".safetensors"
     torch.testing.assert_close(theirs, ours, atol=TOLERANCE, rtol=0)
     assert (theirs - base).abs().max() > 1e-3
+
+
+def test_an_int8_upload_of_a_stable_diffusion_adapter_still_loads_into_diffusers(
+    backbone: StableDiffusionBackbone, adapter: dict[str, np.ndarray], tmp_path
+) -> None:
+    """The default upload (int8, packed) of an SD adapter: validated and decoded on the server, within half a step of
+    the fitted tensors, and the kept file loads with diffusers' load_lora_weights."""
+    lora = dataclasses.replace(SETTINGS.lora, upload_dtype="int8")
+    shapes = backbone.adapter_shapes(lora)
+    decoded = validate_adapter(encode_adapter(adapter, "int8"), adapter_config(lora), shapes, lora, "client-0")
+    for name, fitted in adapter.items():
+        assert np.abs(decoded[name] - fitted).max() <= np.abs(fitted).max() / 127 + 1e-7
+    pipeline = build_tiny_pipeline(RESOLUTION)
+    pipeline.load_lora_weights(tmp_path, weight_name=save_adapter_for_diffusers(decoded, tmp_path).name)
+    assert any("lora" in name for name, _ in pipeline.unet.named_parameters())
 
 
 def test_prompt_template_is_applied_in_fit_and_generate(
