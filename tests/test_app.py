@@ -19,6 +19,7 @@ from safetensors.numpy import load_file
 
 from expect import assert_accuracies
 from warmfed_flwr.client import HANDLERS, Handler, build_client_app, handle_lora, partition_id
+from warmfed_flwr.generative.upload import SCALES
 from warmfed_flwr.launch import last_run_status, toml_value
 from warmfed_flwr.presets import load_preset
 from warmfed_flwr.run.checkpoint import ARTIFACTS_DIR
@@ -91,16 +92,15 @@ def test_warmfed_with_two_clients_records_adapters_pool_and_both_accuracies(warm
 
 
 def _failing_lora(msg: Message, context) -> Message:
-    """Partition 1 crashes, partition 2 sends an adapter with a NaN, the others behave."""
+    """Partition 1 crashes, partition 2 sends an adapter with a NaN (in its int8 scales: the default upload), the
+    others behave."""
     if partition_id(context) == 1:
         raise RuntimeError("simulated crash during LoRA fit")
     reply = handle_lora(msg, context)
     if partition_id(context) == 2:
-        arrays = record_to_arrays(reply.content["adapter"])
-        first = sorted(arrays)[0]
-        arrays[first] = arrays[first].copy()
-        arrays[first].flat[0] = np.nan
-        reply.content["adapter"] = arrays_to_record(arrays)
+        scales = record_to_arrays(reply.content["adapter-scales"])[SCALES].copy()
+        scales[0] = np.nan
+        reply.content["adapter-scales"] = arrays_to_record({SCALES: scales})
     return reply
 
 
