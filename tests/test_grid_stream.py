@@ -56,6 +56,8 @@ def reply(msg: Message, kind: str) -> Message:
                         ttl=60.0, message_type=msg.metadata.message_type)
     if kind == "lost":
         return Message(error=Error(ErrorCode.UNKNOWN, "ActorDiedError: the worker died"), metadata=metadata)
+    if kind == "offline":
+        return Message(error=Error(ErrorCode.NODE_UNAVAILABLE, "no heartbeat"), metadata=metadata)
     content = RecordDict({"metrics": MetricRecord({"num-examples": 1}),
                           PLACEMENT_KEY: ConfigRecord({"host": "h", "pid": 7})})
     return Message(content, metadata=metadata)
@@ -103,3 +105,32 @@ def test_a_reply_stored_before_its_timeout_is_not_lost_while_the_caller_works_on
         got.append(reply.metadata.src_node_id)
         time.sleep(0.3)  # validating and storing an adapter takes longer than the timeout
     assert got == [10, 20]
+
+
+class FlakyNodesGrid(ScriptedGrid):
+    """A ScriptedGrid whose SuperNodes in `offline` are not connected for that many `get_node_ids` calls (-1: never
+    again)."""
+
+    def __init__(self, script: dict[int, list[tuple[str, int] | None]], offline: dict[int, int]) -> None:
+        super().__init__(script)
+        self.offline = offline
+
+    def get_node_ids(self) -> list[int]:
+        self.offline = {node: left - 1 if left > 0 else left for node, left in self.offline.items()}
+        return [node for node in self.script if self.offline.get(node, 0) == 0]
+
+
+def test_waiting_for_one_offline_supernode_does_not_miss_another_that_comes_back(tmp_path: Path) -> None:
+    """Node 10 is gone for good, node 20 restarts at once: 20 is asked again while the grid still waits for 10, and
+    10's error is handed over when `retry-wait` ends (a deployment kills both at once and restarts one)."""
+    recorder = RunRecorder(tmp_path, "warmfed", 0, 0, "digits-domains")
+    for partition, node in enumerate((10, 20)):
+        recorder.add_client(partition, "clean", node_id=node)
+    grid = FlakyNodesGrid({10: [("offline", 0)], 20: [("offline", 0), ("ok", 0)]}, offline={10: -1, 20: 3})
+    grid_under_test = MeteredGrid(grid, recorder, retries=2, retry_wait=1.0)
+    start = time.monotonic()
+    arrivals = [(r.metadata.src_node_id, r.has_error(), time.monotonic() - start)
+                for r in grid_under_test.stream([message(10), message(20)], timeout=30.0)]
+    assert [(node, error) for node, error, _ in arrivals] == [(20, False), (10, True)]
+    assert arrivals[0][2] < 0.5 <= 1.0 <= arrivals[1][2] < 3.0
+    assert [(r["partition_id"], r["attempt"]) for r in recorder.retries] == [(1, 1)]

@@ -117,59 +117,73 @@ class MeteredGrid(DelegatingGrid):
         """Send `messages` and yield each reply as it arrives, so that the caller need not hold them all.
 
         A reply that is an infrastructure error is not yielded while retries are left: its message is sent again
-        at once and waited for with a `timeout` of its own. A message with no reply when its timeout passes yields
-        nothing. Each yielded reply answers the caller's message, whichever attempt it came from. Replies are pulled
-        as often as the wrapped Grid pulls them itself (Flower's in-memory Grid every 0.1 s, otherwise every 3 s).
+        and waited for with a `timeout` of its own, at once, or, when its SuperNode went offline, as soon as the
+        SuperNode is back within `retry-wait` seconds (the other messages are pulled meanwhile: a second SuperNode
+        that fails and comes back in that time is not missed). A message with no reply when its timeout passes
+        yields nothing. Each yielded reply answers the caller's message, whichever attempt it came from. Replies
+        are pulled as often as the wrapped Grid pulls them itself (Flower's in-memory Grid every 0.1 s, otherwise
+        every 3 s).
         """
         messages = self._with_shared(messages)
         self._count_down(messages)
         stored = set(self._grid.push_messages(messages))  # a message the Grid refused gets no reply
         waiting = {msg.metadata.message_id: Attempt(msg, msg.metadata.message_id, 1, deadline(timeout))
                    for msg in messages if msg.metadata.message_id in stored}
+        offline: list[tuple[Attempt, Message, str, float]] = []  # attempt, its error reply, fault, when to give up
         poll_seconds = float(getattr(self._grid, "pull_interval", 3.0))
-        while waiting:
+        while waiting or offline:
             pulled_at = time.monotonic()  # a reply stored by then is in this pull, however long the caller takes
-            for reply in self._grid.pull_messages(list(waiting)):
+            for reply in self._grid.pull_messages(list(waiting)) if waiting else []:
                 attempt = waiting.pop(reply.metadata.reply_to_message_id)
                 fault = infrastructure_fault(reply)
-                retry_left = fault is not None and attempt.number <= self._retries
-                again = self._again(attempt.message, fault, attempt.number) if retry_left else None
-                if again is not None:
-                    self._count_down([again])
-                    stored = set(self._grid.push_messages([again]))  # sets the message's id
-                    if again.metadata.message_id in stored:
-                        waiting[again.metadata.message_id] = Attempt(
-                            again, attempt.first_id, attempt.number + 1, deadline(timeout))
+                if fault is not None and attempt.number <= self._retries:
+                    if fault.startswith(INFRASTRUCTURE_ERRORS[ErrorCode.NODE_UNAVAILABLE]):
+                        offline.append((attempt, reply, fault, time.monotonic() + self._retry_wait))
                         continue
-                answers(reply, attempt.first_id)  # the last attempt's reply, an error if it is one
-                self._take_in([reply])
-                yield reply
+                    if self._send_again(attempt, fault, timeout, waiting):
+                        continue
+                yield self._answer(reply, attempt)
+            if offline:
+                online, still_offline = set(self._grid.get_node_ids()), []
+                for attempt, reply, fault, give_up in offline:
+                    node_id = attempt.message.metadata.dst_node_id
+                    if node_id in online and self._send_again(attempt, fault, timeout, waiting):
+                        continue
+                    if node_id not in online and time.monotonic() < give_up:
+                        still_offline.append((attempt, reply, fault, give_up))
+                        continue
+                    if node_id not in online:
+                        logger.warning("[retry] node %d did not come back online; not asked again", node_id)
+                    yield self._answer(reply, attempt)
+                offline = still_offline
             waiting = {msg_id: a for msg_id, a in waiting.items() if a.deadline is None or a.deadline > pulled_at}
-            if waiting:
+            if waiting or offline:
                 time.sleep(poll_seconds)
 
-    def _again(self, original: Message, fault: str, attempt: int) -> Message | None:
-        """A copy of `original` to send once more, recorded as a retry; None if its SuperNode stays offline."""
+    def _answer(self, reply: Message, attempt: Attempt) -> Message:
+        """`reply` as the answer to the caller's message, its placement and bytes recorded."""
+        answers(reply, attempt.first_id)  # the last attempt's reply, an error if it is one
+        self._take_in([reply])
+        return reply
+
+    def _send_again(self, attempt: Attempt, fault: str, timeout: float | None, waiting: dict[str, Attempt]) -> bool:
+        """Send `attempt`'s message once more, recorded as a retry, and wait for it in `waiting`; False if the Grid
+        refused it."""
+        original = attempt.message
         node_id = original.metadata.dst_node_id
-        if fault.startswith(INFRASTRUCTURE_ERRORS[ErrorCode.NODE_UNAVAILABLE]) and not self._wait_online(node_id):
-            logger.warning("[retry] node %d did not come back online; not asked again", node_id)
-            return None
-        self._recorder.add_retry(node_id, original.metadata.message_type, attempt, fault)
+        self._recorder.add_retry(node_id, original.metadata.message_type, attempt.number, fault)
         client = self._recorder.client_of_node(node_id)
         who = f"partition {client.partition_id}" if client is not None else f"node {node_id}"
         logger.warning("[retry] %s lost to the infrastructure (%s); asking again (%d of %d)",
-            who, fault.split(":")[0], attempt, self._retries)
+                       who, fault.split(":")[0], attempt.number, self._retries)
         metadata = original.metadata
-        return Message(content=original.content, dst_node_id=node_id, message_type=metadata.message_type,
-                       group_id=metadata.group_id, ttl=metadata.ttl)
-
-    def _wait_online(self, node_id: int, poll_seconds: float = 1.0) -> bool:
-        """True once `node_id` is connected again, False after `retry_wait` seconds."""
-        until = time.monotonic() + self._retry_wait
-        while node_id not in set(self._grid.get_node_ids()):
-            if time.monotonic() >= until:
-                return False
-            time.sleep(poll_seconds)
+        again = Message(content=original.content, dst_node_id=node_id, message_type=metadata.message_type,
+                        group_id=metadata.group_id, ttl=metadata.ttl)
+        self._count_down([again])
+        stored = set(self._grid.push_messages([again]))  # pushing sets the message's id
+        if again.metadata.message_id not in stored:
+            return False
+        waiting[again.metadata.message_id] = Attempt(again, attempt.first_id, attempt.number + 1, deadline(timeout))
         return True
 
     def _with_shared(self, messages: Iterable[Message]) -> list[Message]:
