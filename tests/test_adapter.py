@@ -10,7 +10,6 @@ import pytest
 from warmfed_flwr.config import Settings
 from warmfed_flwr.generative.adapter import (
     AdapterError,
-    adapter_bytes,
     adapter_config,
     validate_adapter,
 )
@@ -49,8 +48,8 @@ def test_valid_adapter_passes_unchanged(arrays, lora):
         np.testing.assert_array_equal(validated[name], arrays[name])
 
 
-def test_adapter_bytes_sums_tensor_bytes(arrays):
-    assert adapter_bytes(arrays) == 4 * (8 * 16 + 16 * 8)
+def test_a_float32_upload_counts_its_tensor_bytes(arrays):
+    assert EncodedAdapter(arrays).nbytes() == 4 * (8 * 16 + 16 * 8)
 
 
 def _missing(arrays, config):
@@ -118,7 +117,7 @@ def test_each_validation_failure_names_client_and_key(arrays, lora, corrupt, key
 
 
 def test_oversized_adapter_is_refused(arrays, lora):
-    small = replace(lora, max_bytes=adapter_bytes(arrays) - 1)
+    small = replace(lora, max_bytes=EncodedAdapter(arrays).nbytes() - 1)
     with pytest.raises(AdapterError, match="max-bytes") as caught:
         validate_adapter(arrays, adapter_config(small), EXPECTED, small, CLIENT)
     assert caught.value.client == CLIENT and caught.value.key in EXPECTED

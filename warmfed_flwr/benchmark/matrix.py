@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from warmfed_flwr.benchmark.poisoning import ATTACKS
+from warmfed_flwr.generative.upload import UPLOAD_DTYPES
 
 @dataclass(frozen=True)
 class Entry:
@@ -86,7 +87,7 @@ def personalization_matrix() -> list[Entry]:
 
 def upload_matrix() -> list[Entry]:
     """WarmFed one-shot with each `lora.upload-dtype`: what smaller uploads cost in accuracy (BENCHMARKS.md)."""
-    return [Entry(f"warmfed-{dtype}", "warmfed", 0, {"lora.upload-dtype": dtype}) for dtype in ("float32", "float16", "int8")]
+    return [Entry(f"warmfed-{dtype}", "warmfed", 0, {"lora.upload-dtype": dtype}) for dtype in UPLOAD_DTYPES]
 
 
 def robustness_matrix() -> list[Entry]:

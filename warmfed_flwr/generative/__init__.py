@@ -9,7 +9,6 @@ from __future__ import annotations
 from warmfed_flwr.config import LoraSettings
 from warmfed_flwr.generative.adapter import (
     AdapterError,
-    adapter_bytes,
     adapter_config,
     validate_adapter,
 )
@@ -20,7 +19,6 @@ __all__ = [
     "AdapterError",
     "Backbone",
     "ClassLabels",
-    "adapter_bytes",
     "adapter_config",
     "load_backbone",
     "validate_adapter",

@@ -33,11 +33,6 @@ def adapter_config(lora: LoraSettings) -> dict[str, int | str]:
             "upload-dtype": lora.upload_dtype}
 
 
-def adapter_bytes(arrays: Mapping[str, np.ndarray]) -> int:
-    """Total payload bytes of the adapter's tensors."""
-    return sum(int(array.nbytes) for array in arrays.values())
-
-
 def validate_adapter(
     adapter: EncodedAdapter | Mapping[str, np.ndarray],
     config: Mapping[str, object],
