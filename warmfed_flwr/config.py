@@ -53,7 +53,7 @@ class DataSettings:
     name: str = setting("digits-domains", "also `digits-far` (the same digits in styles far from the tiny base's "
                         "prior), `imagefolder`, `office-caltech10`, `domainnet`, `camelyon17`, "
                         "`huggingface`, and `node-local` (deployments: each SuperNode reads its own folder, see "
-                        "[Deploying on real SuperNodes](#deploying-on-real-supernodes))", one_of(*DATASETS))
+                        "[Deploying on real SuperNodes](docs/deployment.md))", one_of(*DATASETS))
     root: str = setting("", "data folder (or Hugging Face id) for the non-embedded data sets")
     image_size: int = setting(16, "images are resized to this size (px)", between(8, 1024))
     clients_per_domain: int | None = setting(
