@@ -11,7 +11,7 @@ from warmfed_flwr.config import DsdSettings
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.learning.dsd import train_personalized
 from warmfed_flwr.learning.models import build_classifier
-from warmfed_flwr.learning.training import Schedule, evaluate_accuracy, run_epochs
+from warmfed_flwr.learning.training import Schedule, evaluate_accuracy, evaluate_loss, run_epochs
 from warmfed_flwr.learning.validation import BestEpoch, hold_out
 
 CPU = torch.device("cpu")
@@ -47,7 +47,7 @@ def test_hold_out_takes_the_share_of_each_class_rounded_down_and_is_seeded() -> 
 
 def test_no_epoch_beats_the_global_model_so_none_is_kept() -> None:
     """Fine-tuning on labels shifted by one class can only lose on the true validation labels: epoch 0 (the global
-    model) stays the best, scored after every epoch."""
+    model) keeps the lowest validation loss, scored after every epoch."""
     train, validation = coloured_squares(64, seed=0), coloured_squares(32, seed=1)
     teacher = build_classifier("cnn", 4, 16, seed=0)
     run_epochs(teacher, train, Schedule(6, 0.05, 16, 0, CPU))
@@ -63,7 +63,7 @@ def test_no_epoch_beats_the_global_model_so_none_is_kept() -> None:
     student = train_personalized(teacher, shifted, dsd(), Schedule(4, 0.05, 16, 0, CPU), on_epoch_end=observe)
     assert observed == [0, 1, 2, 3]
     assert evaluate_accuracy(student, validation, CPU) < 1.0  # the last epoch did lose
-    assert best.kept_epoch == 0 and best.best_accuracy == best.start_accuracy == 1.0
+    assert best.kept_epoch == 0 and best.best_loss == best.start_loss == evaluate_loss(teacher, validation, CPU)
 
 
 def test_the_best_epoch_count_is_kept_and_a_stopped_run_repeats_the_trial_up_to_it() -> None:
@@ -80,7 +80,7 @@ def test_the_best_epoch_count_is_kept_and_a_stopped_run_repeats_the_trial_up_to_
 
     schedule = Schedule(3, 0.05, 16, 0, CPU)
     train_personalized(untrained, train, dsd(epochs=3), schedule, on_epoch_end=observe)
-    assert best.kept_epoch >= 1 and best.best_accuracy > best.start_accuracy
+    assert best.kept_epoch >= 1 and best.best_loss < best.start_loss
     stopped = train_personalized(untrained, train, dsd(epochs=3), schedule, stop_after=best.kept_epoch)
     assert all(torch.equal(a, b) for a, b in zip(stopped.state_dict().values(), snapshots[best.kept_epoch].values()))
-    assert np.isclose(evaluate_accuracy(stopped, validation, CPU), best.best_accuracy)
+    assert np.isclose(evaluate_loss(stopped, validation, CPU), best.best_loss)

@@ -178,8 +178,8 @@ class DsdSettings:
                                     "on it next to the client's data; counted in the bytes down")
     validation_fraction: float = setting(
         0.0, "personalization first trains on the client's images less this share of each class (rounded down) and "
-        "scores every epoch on that share; it then trains on all images for as many epochs as scored best, or keeps "
-        "the global model when no epoch beat it; 0 = train on every image for `dsd.epochs`", between(0.0, 0.5))
+        "scores every epoch on that share (mean cross-entropy); it then trains on all images for as many epochs as scored "
+        "best, or keeps the global model when no epoch's loss was below its own; 0 = train on every image for `dsd.epochs`", between(0.0, 0.5))
 
 
 def snapshot_rounds(value: str) -> tuple[int, ...]:

@@ -167,3 +167,10 @@ def evaluate_accuracy(model: nn.Module, split: ImageSplit, device: torch.device)
         raise ValueError("cannot evaluate on an empty split")
     logits = predict_logits(model, split.images, device)
     return float((logits.argmax(dim=1) == split.labels).float().mean())
+
+
+def evaluate_loss(model: nn.Module, split: ImageSplit, device: torch.device) -> float:
+    """Mean cross-entropy of `model` on `split`."""
+    if len(split) == 0:
+        raise ValueError("cannot evaluate on an empty split")
+    return float(nn.functional.cross_entropy(predict_logits(model, split.images, device), split.labels))

@@ -1,5 +1,8 @@
 """Personalization that does not hurt: a validation share of the client's own training images picks how many epochs
-to train, and the global model is kept when no epoch beats it there."""
+to train, and the global model is kept when no epoch beats it there.
+
+Epochs are compared by their mean cross-entropy on the share rather than their accuracy: on the few dozen images a
+client can spare, accuracy moves in steps of several points and ties often, while the loss ranks every epoch."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import torch
 from torch import nn
 
 from warmfed_flwr.data.types import ImageSplit
-from warmfed_flwr.learning.training import evaluate_accuracy
+from warmfed_flwr.learning.training import evaluate_loss
 
 
 def hold_out(split: ImageSplit, fraction: float, seed: int) -> tuple[ImageSplit, ImageSplit]:
@@ -26,19 +29,19 @@ def hold_out(split: ImageSplit, fraction: float, seed: int) -> tuple[ImageSplit,
 
 
 class BestEpoch:
-    """Scores a model on `validation` after each epoch and remembers the best epoch.
+    """Scores a model on `validation` (its mean cross-entropy) after each epoch and remembers the best epoch.
 
-    The starting model (the global one) sets the score to beat: `kept_epoch` stays 0 when no epoch
-    scores strictly higher.
+    The starting model (the global one) sets the loss to beat: `kept_epoch` stays 0 when no epoch's
+    loss is strictly lower.
     """
 
     def __init__(self, start: nn.Module, validation: ImageSplit, device: torch.device) -> None:
         self.validation, self.device = validation, device
-        self.start_accuracy = self.best_accuracy = evaluate_accuracy(start, validation, device)
+        self.start_loss = self.best_loss = evaluate_loss(start, validation, device)
         self.kept_epoch = 0
 
     def observe(self, model: nn.Module, epoch: int) -> None:
-        """Score `model` after epoch `epoch` (0-based); remember the epoch if it beats every earlier score."""
-        accuracy = evaluate_accuracy(model, self.validation, self.device)
-        if accuracy > self.best_accuracy:
-            self.best_accuracy, self.kept_epoch = accuracy, epoch + 1
+        """Score `model` after epoch `epoch` (0-based); remember the epoch if its loss is below every earlier one."""
+        loss = evaluate_loss(model, self.validation, self.device)
+        if loss < self.best_loss:
+            self.best_loss, self.kept_epoch = loss, epoch + 1
