@@ -47,7 +47,9 @@ from warmfed_flwr.data.types import DomainData, DomainSet, ImageSplit, float_pix
 from warmfed_flwr.data.pretraining_looks import render_looks
 from warmfed_flwr.generative import adapter_config, load_backbone, validate_adapter
 from warmfed_flwr.generative.base import ClassLabels
-from warmfed_flwr.generative.tiny import TinyBackbone, to_model_space, train_denoiser
+from warmfed_flwr.generative.tiny import TinyBackbone
+from warmfed_flwr.generative.tiny_training import train_denoiser
+from warmfed_flwr.generative.tiny_unet import to_model_space
 from warmfed_flwr.generative.upload import encode_adapter
 
 COLUMNS = (

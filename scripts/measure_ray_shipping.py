@@ -26,7 +26,7 @@ import ray
 from local_ray_cluster import ROOT, LocalRayCluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from warmfed_flwr.client import app as client_app
+from warmfed_flwr.client.app import app as client_app
 from warmfed_flwr.runtime import ray_cluster
 
 

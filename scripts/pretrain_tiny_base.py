@@ -28,13 +28,9 @@ from diffusers.training_utils import EMAModel
 
 from warmfed_flwr.data.digits_domains import load_digits_domains
 from warmfed_flwr.data.pretraining_looks import render_looks
-from warmfed_flwr.generative.tiny import (
-    TINY_ASSET_DIR,
-    denoising_loss,
-    tiny_unet_config,
-    to_model_space,
-    training_scheduler,
-)
+from warmfed_flwr.generative.assets import TINY_ASSET_DIR
+from warmfed_flwr.generative.tiny_training import denoising_loss
+from warmfed_flwr.generative.tiny_unet import tiny_unet_config, to_model_space, training_scheduler
 from warmfed_flwr.learning.training import random_shift
 
 IMAGE_SIZE = 16

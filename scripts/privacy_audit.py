@@ -41,7 +41,9 @@ from warmfed_flwr.config import Settings
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.generative import load_backbone
 from warmfed_flwr.generative.adapter import ADAPTER_FILE
-from warmfed_flwr.generative.tiny import TinyBackbone, denoising_target, to_model_space
+from warmfed_flwr.generative.tiny import TinyBackbone
+from warmfed_flwr.generative.tiny_training import denoising_target
+from warmfed_flwr.generative.tiny_unet import to_model_space
 from warmfed_flwr.learning.models import build_classifier
 from warmfed_flwr.run.artifacts import ArtifactCache
 from warmfed_flwr.run.checkpoint import ARTIFACTS_DIR

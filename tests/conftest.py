@@ -25,7 +25,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from flwr.supercore.telemetry import EventType
 from PIL import Image
 
-from warmfed_flwr.client import app as default_client_app
+from warmfed_flwr.client.app import app as default_client_app
 from warmfed_flwr.data.digits_domains import load_digits_domains
 from warmfed_flwr.presets import load_preset
 from warmfed_flwr.runtime.local_superlink import OwnSuperLink

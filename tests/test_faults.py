@@ -6,7 +6,8 @@ import time
 
 from flwr.app import Context, Message
 
-from warmfed_flwr.client import HANDLERS, Handler, build_client_app, partition_id, run_settings
+from warmfed_flwr.client.app import HANDLERS, Handler, build_client_app
+from warmfed_flwr.client.context import partition_id, run_settings
 
 TIMEOUT = 15.0  # seconds; each phase's healthy replies must come within it, also on a loaded CI machine
 PHASES = {"train.lora": "lora", "train.default": "rounds-1", "train.dsd": "dsd"}

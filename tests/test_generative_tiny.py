@@ -18,17 +18,13 @@ from safetensors.torch import load_file
 from warmfed_flwr.config import Settings
 from warmfed_flwr.generative import adapter_config, load_backbone, validate_adapter
 from warmfed_flwr.generative.upload import encode_adapter
+from warmfed_flwr.generative.assets import TINY_ASSET_DIR
 from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.export import export_adapter
 from warmfed_flwr.generative.lora_targets import ATTENTION_PROJECTIONS, fold_lora_scaling
-from warmfed_flwr.generative.tiny import (
-    SCHEDULER_CONFIG,
-    TINY_ASSET_DIR,
-    TinyBackbone,
-    denoising_loss,
-    load_tiny_backbone,
-    tiny_unet_config,
-)
+from warmfed_flwr.generative.tiny import TinyBackbone, load_tiny_backbone
+from warmfed_flwr.generative.tiny_training import denoising_loss
+from warmfed_flwr.generative.tiny_unet import SCHEDULER_CONFIG, tiny_unet_config
 
 CLASS_NAMES = ("a", "b", "c")
 

@@ -10,7 +10,8 @@ from flwr.app import Context, Message, Metadata, RecordDict
 from flwr.common.config import get_fused_config_from_dir
 from PIL import Image
 
-from warmfed_flwr.client import client_data, handle_info
+from warmfed_flwr.client.context import client_data
+from warmfed_flwr.client.discovery import handle_info
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data import DataError
 from warmfed_flwr.data.node_local import node_folder, to_agreed_labels

@@ -55,7 +55,7 @@ def test_each_attack_poisons_the_training_split_only(settings: Settings) -> None
 
 def test_the_poisoned_app_copy_builds_its_client_app_and_leaves_the_project_alone(tmp_path: Path) -> None:
     out = write_poisoned_app(ROOT, Attack("label-shift", (1, 3)), tmp_path / "app")
-    assert (out / "warmfed_flwr" / "client.py").is_file() and (out / "pyproject.toml").is_file()
+    assert (out / "warmfed_flwr" / "client" / "app.py").is_file() and (out / "pyproject.toml").is_file()
     assert "Attack(kind='label-shift', clients=(1, 3))" in (out / "client_app.py").read_text()
     assert "poison" not in (ROOT / "client_app.py").read_text()
     probe = "import client_app, warmfed_flwr; print(type(client_app.app).__name__, warmfed_flwr.__file__)"

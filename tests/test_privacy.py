@@ -12,7 +12,8 @@ from warmfed_flwr.config import ConfigError, Settings
 from warmfed_flwr.generative.base import ClassLabels
 from warmfed_flwr.generative.private import ALPHAS, dp_budget, make_private, quiet_per_sample_hooks, spent_epsilon
 from warmfed_flwr.generative.stable_diffusion import StableDiffusionBackbone
-from warmfed_flwr.generative.tiny import denoising_loss, load_tiny_backbone
+from warmfed_flwr.generative.tiny import load_tiny_backbone
+from warmfed_flwr.generative.tiny_training import denoising_loss
 
 # scripts/ is on pytest's pythonpath (pyproject.toml)
 from sd_pipeline_factory import build_tiny_pipeline

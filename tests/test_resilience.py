@@ -9,7 +9,8 @@ import pytest
 from flwr.app import Context, Message
 
 from expect import is_share
-from warmfed_flwr.client import HANDLERS, build_client_app, partition_id
+from warmfed_flwr.client.app import HANDLERS, build_client_app
+from warmfed_flwr.client.context import partition_id
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data import balanced_domain_test, load_client_data
 from warmfed_flwr.phases.resilience import clients_evaluating

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from flwr.app import Context, Message
 
-from warmfed_flwr.client import HANDLERS, Handler, build_client_app, handle_fit_round, partition_id
+from warmfed_flwr.client.app import HANDLERS, Handler, build_client_app
+from warmfed_flwr.client.classifier import handle_fit_round
+from warmfed_flwr.client.context import partition_id
 from warmfed_flwr.config import merge_run_config
 from warmfed_flwr.run.artifacts import ArtifactCache
 from warmfed_flwr.run.checkpoint import Checkpoint, ResumeError, check_resumable

@@ -12,7 +12,8 @@ import pytest
 
 from flwr.app import Context, Message
 
-from warmfed_flwr.client import HANDLERS, Handler, build_client_app, partition_id
+from warmfed_flwr.client.app import HANDLERS, Handler, build_client_app
+from warmfed_flwr.client.context import partition_id
 from warmfed_flwr.runtime.ray_cluster import RayNode
 from warmfed_flwr.runtime.ray_workers import NoWorkersLeftError, RayCalls, WorkerPool
 

@@ -151,9 +151,9 @@ def run_experiment(
     if recorder.tracker is not None:
         figures = [path for path in (out_dir / "samples.png", out_dir / "accuracy.png") if path.exists()]
         recorder.tracker.finish(recorder.to_dict(), figures)
-    summary = summary_markdown(recorder)
-    print(summary, flush=True)
-    return recorder.to_dict()
+    results = recorder.to_dict()
+    print(summary_markdown(results), flush=True)
+    return results
 
 
 def agreed_class_names(clients: list[ClientInfo], node_local: bool = False) -> tuple[str, ...]:

@@ -24,9 +24,10 @@ from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
 from warmfed_flwr import data
-from warmfed_flwr.client import HANDLERS, build_client_app, handle_lora
-from warmfed_flwr.client_classifier import handle_dsd, handle_fit_round, handle_local
-from warmfed_flwr.client_context import DataSource, client_data
+from warmfed_flwr.client.app import HANDLERS, build_client_app
+from warmfed_flwr.client.classifier import handle_dsd, handle_fit_round, handle_local
+from warmfed_flwr.client.context import DataSource, client_data
+from warmfed_flwr.client.lora import handle_lora
 from warmfed_flwr.config import NODE_LOCAL, Settings
 from warmfed_flwr.data.images import decoded
 from warmfed_flwr.data.types import ClientData, ImageSplit, pixels_as

@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 ASSET_SUBDIR = Path("warmfed_flwr") / "assets" / "tiny-unet"
+TINY_ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-unet"  # beside the code; scripts/ write it
 WEIGHTS_FILE = "diffusion_pytorch_model.safetensors"
 
 
@@ -33,8 +34,7 @@ def _installed_asset_dirs() -> list[Path]:
 
 def shipped_tiny_base_dir() -> Path:
     """The folder holding the shipped tiny base model's config.json and weights."""
-    beside_code = Path(__file__).resolve().parent.parent / "assets" / "tiny-unet"
-    tried = [beside_code, *_installed_asset_dirs()]
+    tried = [TINY_ASSET_DIR, *_installed_asset_dirs()]
     for folder in tried:
         if (folder / WEIGHTS_FILE).is_file():
             return folder

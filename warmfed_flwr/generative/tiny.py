@@ -1,12 +1,8 @@
-"""The shipped tiny class-conditional diffusion UNet as a WarmFed backbone.
+"""The shipped tiny class-conditional diffusion UNet (`tiny_unet.py`) as a WarmFed backbone.
 
-A diffusers `UNet2DModel` at 16 px with a class-embedding table of `num_classes + 1` rows: the
-last row is the null class used for classifier-free guidance (labels are dropped to it with
-probability `LABEL_DROPOUT` while training). Training uses a cosine DDPM schedule rescaled to zero
-terminal SNR with v-prediction; sampling uses DDIM with "trailing" spacing (the first step sees pure
-noise, so the model, not the noise, sets each image's mean brightness: a domain with white
-backgrounds stays white) and classifier-free guidance. The schedule travels with the weights as
-`scheduler_config.json`.
+Sampling uses DDIM with "trailing" spacing (the first step sees pure noise, so the model, not the
+noise, sets each image's mean brightness: a domain with white backgrounds stays white) and
+classifier-free guidance.
 
 LoRA goes through peft. The base model is never modified: each fit and each generation with an
 adapter works on a fresh copy of the base with the adapter injected, which is dropped afterwards,
@@ -24,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
-from diffusers.optimization import get_cosine_schedule_with_warmup
 from peft import get_peft_model_state_dict, inject_adapter_in_model, set_peft_model_state_dict
 from peft.tuners.tuners_utils import BaseTunerLayer
 
@@ -32,121 +27,9 @@ from warmfed_flwr.config import GenerateSettings, LoraSettings
 from warmfed_flwr.generative.assets import shipped_tiny_base_dir
 from warmfed_flwr.generative.base import Adapter, ClassLabels
 from warmfed_flwr.generative.lora_targets import adapter_lora_config, fold_lora_scaling, lora_config
-from warmfed_flwr.generative.private import fit_steps, quiet_per_sample_hooks
+from warmfed_flwr.generative.tiny_training import train_denoiser
+from warmfed_flwr.generative.tiny_unet import SCHEDULER_CONFIG, null_class, to_model_space, training_scheduler
 from warmfed_flwr.logs import Progress
-
-TINY_ASSET_DIR = Path(__file__).resolve().parent.parent / "assets" / "tiny-unet"
-LABEL_DROPOUT = 0.1
-LORA_WARMUP_DIVISOR = 10  # the first tenth of the LoRA steps warms the learning rate up
-TRAIN_TIMESTEPS = 1000
-SCHEDULER_CONFIG = "scheduler_config.json"
-
-
-def tiny_unet_config(
-    num_classes: int = 10, sample_size: int = 16, block_out_channels: tuple[int, ...] = (32, 64, 96)
-) -> dict[str, object]:
-    """The UNet2DModel config of the tiny backbone: attention in every block below the first."""
-    depth = len(block_out_channels)
-    return {
-        "sample_size": sample_size,
-        "in_channels": 3,
-        "out_channels": 3,
-        "block_out_channels": tuple(block_out_channels),
-        "layers_per_block": 1,
-        "down_block_types": ("DownBlock2D",) + ("AttnDownBlock2D",) * (depth - 1),
-        "up_block_types": ("AttnUpBlock2D",) * (depth - 1) + ("UpBlock2D",),
-        "num_class_embeds": num_classes + 1,
-        "norm_num_groups": 8,
-        "attention_head_dim": 8,
-    }
-
-
-def training_scheduler() -> DDPMScheduler:
-    """The noise schedule for pre-training a tiny base: cosine betas at zero terminal SNR, v-prediction."""
-    return DDPMScheduler(
-        num_train_timesteps=TRAIN_TIMESTEPS,
-        beta_schedule="squaredcos_cap_v2",
-        prediction_type="v_prediction",
-        rescale_betas_zero_snr=True,
-        timestep_spacing="trailing",
-    )
-
-
-def to_model_space(images: torch.Tensor, sample_size: int) -> torch.Tensor:
-    """[0, 1] images (N x 3 x H x W) resized to the UNet's size and mapped to [-1, 1]."""
-    if images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(f"images must be N x 3 x H x W, got shape {tuple(images.shape)}")
-    images = images.float()
-    if images.shape[-1] != sample_size or images.shape[-2] != sample_size:
-        images = F.interpolate(images, size=(sample_size, sample_size), mode="bilinear", antialias=True)
-    return images * 2.0 - 1.0
-
-
-def denoising_loss(
-    unet: UNet2DModel, scheduler: DDPMScheduler, clean: torch.Tensor, labels: torch.Tensor, null_label: int
-) -> torch.Tensor:
-    """Denoising MSE on randomly noised `clean` images, labels dropped to the null class.
-
-    The target is the noise or the velocity, as the scheduler's `prediction_type` says.
-
-    Draws from torch's global generator; callers seed it (or fork it) for determinism.
-    """
-    noise = torch.randn_like(clean)
-    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (clean.shape[0],))
-    dropped = torch.rand(clean.shape[0]) < LABEL_DROPOUT
-    class_labels = torch.where(dropped, torch.full_like(labels, null_label), labels)
-    noisy = scheduler.add_noise(clean, noise, timesteps)
-    prediction = unet(noisy, timesteps, class_labels=class_labels).sample
-    return F.mse_loss(prediction, denoising_target(scheduler, clean, noise, timesteps))
-
-
-def denoising_target(scheduler: DDPMScheduler, clean: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-    """What the UNet learns to predict from the noised images: the noise or the velocity (`prediction_type`)."""
-    if scheduler.config.prediction_type == "v_prediction":
-        return scheduler.get_velocity(clean, noise, timesteps)
-    return noise
-
-
-def train_denoiser(
-    model: UNet2DModel,
-    scheduler: DDPMScheduler,
-    clean: torch.Tensor,
-    labels: torch.Tensor,
-    lora: LoraSettings,
-    progress: Progress | None = None,
-) -> None:
-    """Train `model`'s trainable parameters on `clean` images (model space) as a LoRA fit does.
-
-    Labels are dropped to the model's null class (its last class embedding) as in `denoising_loss`.
-
-    `lora.steps` AdamW steps of `lora.batch_size` random images, the learning rate warmed up over
-    the first tenth of the steps, then cosine-decayed from `lora.lr`; with `lora.dp-epsilon` > 0
-    by DP-SGD (`private.py`: Poisson-sampled batches, clipped and noised per-image gradients). Draws
-    from torch's global generator; callers seed it (or fork it) for determinism.
-    """
-    null_label = null_class(model)
-    model.train()
-    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=lora.lr)
-    learning_rate = get_cosine_schedule_with_warmup(optimizer, lora.steps // LORA_WARMUP_DIVISOR, lora.steps)
-    count = clean.shape[0]
-    random_batches = (torch.randint(0, count, (lora.batch_size,)) for _ in range(lora.steps))
-    with fit_steps(model, optimizer, lora, count, random_batches) as (step_model, step_optimizer, batches):
-        for step, batch in enumerate(batches):
-            if len(batch):  # a Poisson batch may be empty: the step still counts in the privacy budget
-                loss = denoising_loss(step_model, scheduler, clean[batch], labels[batch], null_label)
-                step_optimizer.zero_grad(set_to_none=True)
-                with quiet_per_sample_hooks():
-                    loss.backward()
-                step_optimizer.step()
-                if progress is not None:
-                    progress.update(step + 1, loss=loss.detach())
-            learning_rate.step()
-
-
-def null_class(unet: UNet2DModel) -> int:
-    """The class label that stands for "no class" (classifier-free guidance): the last class embedding."""
-    return int(unet.config.num_class_embeds) - 1
 
 
 class TinyBackbone:

@@ -316,6 +316,7 @@ class RunRecorder:
         }
 
     def write(self) -> None:
-        """Write results.json (atomically) and summary.md."""
-        write_json_atomic(self.out_dir / "results.json", self.to_dict())
-        (self.out_dir / "summary.md").write_text(summary_markdown(self))
+        """Write results.json (atomically) and summary.md, from the same document."""
+        results = self.to_dict()
+        write_json_atomic(self.out_dir / "results.json", results)
+        (self.out_dir / "summary.md").write_text(summary_markdown(results))

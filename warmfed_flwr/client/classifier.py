@@ -11,7 +11,7 @@ import torch
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 
 from warmfed_flwr import data, seeds
-from warmfed_flwr.client_context import (
+from warmfed_flwr.client.context import (
     DataSource,
     client_data,
     client_schedule,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Callable
 
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message
 
 from warmfed_flwr import data
 from warmfed_flwr.config import NODE_LOCAL, DataSettings, Settings
@@ -14,6 +14,7 @@ from warmfed_flwr.data.errors import DataError
 from warmfed_flwr.data.node_local import DATA_ROOT_KEY, DOMAIN_KEY, HELP, node_client_data
 from warmfed_flwr.data.types import ClientData
 from warmfed_flwr.learning.training import Schedule, classifier_schedule
+from warmfed_flwr.logs import logger
 from warmfed_flwr.run.federation import AGREED_CLASSES_KEY
 from warmfed_flwr.seeds import client_seed
 
@@ -82,10 +83,26 @@ def client_data(settings: Settings, context: Context, msg: Message) -> ClientDat
     one worker serves many clients in turn, so it holds one share at a time.
     """
     if settings.data.name == NODE_LOCAL:
-        return _node_client_data(
+        cd = _node_client_data(
             node_data_root(context), settings.data, partition_id(context), node_domain(context), agreed_class_names(msg)
         )
-    return shared_client_data(settings.data, partition_id(context), num_partitions(context))
+    else:
+        cd = shared_client_data(settings.data, partition_id(context), num_partitions(context))
+    report_unreadable_once(cd, context)
+    return cd
+
+
+UNREADABLE_REPORTED = "unreadable-files-reported"  # context.state record: this node has warned about its skipped files
+
+
+def report_unreadable_once(cd: ClientData, context: Context) -> None:
+    """Warn about the client's unreadable image files once per node (its state remembers it), not once per process
+    and phase that decodes its share."""
+    if not cd.unreadable or UNREADABLE_REPORTED in context.state:
+        return
+    for line in cd.unreadable:
+        logger.warning("%s", line)
+    context.state[UNREADABLE_REPORTED] = ConfigRecord({"lines": list(cd.unreadable)})
 
 
 def client_schedule(settings: Settings, pid: int, epochs: int, purpose: int) -> Schedule:
