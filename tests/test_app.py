@@ -18,7 +18,10 @@ from PIL import Image
 from safetensors.numpy import load_file
 
 from expect import assert_accuracies
-from warmfed_flwr.client import HANDLERS, Handler, build_client_app, handle_lora, partition_id
+from log_lines import debug_lines, repeated_app_lines
+from warmfed_flwr.client.app import HANDLERS, Handler, build_client_app
+from warmfed_flwr.client.context import partition_id
+from warmfed_flwr.client.lora import handle_lora
 from warmfed_flwr.generative.upload import SCALES
 from warmfed_flwr.launch import last_run_status, toml_value
 from warmfed_flwr.presets import load_preset
@@ -156,7 +159,7 @@ def test_plain_flwr_run_on_the_default_federation_splits_the_data_over_its_super
     assert_accuracies(results["clients"], [0, 1], ["global_acc", "personal_acc"])
 
 
-USER_SERVER_APP = '''"""A user's server_app.py, as in the README: WarmFed with their own strategy for the rounds."""
+USER_SERVER_APP = '''"""A user's server_app.py, as in docs/custom-strategy.md: WarmFed with their own strategy for the rounds."""
 
 import json
 from pathlib import Path
@@ -225,6 +228,8 @@ def test_a_users_strategy_runs_as_written_through_the_launcher_on_a_superlink_of
             env=env, cwd=ROOT, capture_output=True, text=True, timeout=600,
         )
         assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
+        printed = launched.stdout + launched.stderr  # each line once, none at DEBUG
+        assert repeated_app_lines(printed) == {} and debug_lines(printed) == [], printed[-3000:]
         own_port = int(re.search(r"local SuperLink of its own on port (\d+)", launched.stdout).group(1))
         assert own_port != foreign.http_port
         assert OwnSuperLink([own_port, 0]).processes() == []  # stopped with everything it started
@@ -252,10 +257,10 @@ def test_a_users_strategy_runs_as_written_through_the_launcher_on_a_superlink_of
     assert_accuracies(results["clients"], [0, 1, 2, 3], ["global_acc", "personal_acc"])
 
 
-def test_the_readme_server_app_example_imports_and_defines_a_server_app():
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Using your own aggregation strategy"):]
+def test_the_docs_server_app_example_imports_and_defines_a_server_app():
+    page = (ROOT / "docs" / "custom-strategy.md").read_text()
+    section = page[page.index("## A server_app.py of your own"):]
     code = section[section.index("```python\n") + len("```python\n"):section.index("```\n\n")]
     namespace: dict[str, object] = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs/custom-strategy.md", "exec"), namespace)
     assert isinstance(namespace["app"], ServerApp) and callable(namespace["main"])

@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from flwr.app import Context, RecordDict
 from PIL import Image
 
 from warmfed_flwr import data as data_package
+from warmfed_flwr.client.context import report_unreadable_once
 from warmfed_flwr.config import Settings
 from warmfed_flwr.data import DataError, domain_names, load_client_data, load_domain_set, num_clients
 from warmfed_flwr.data import images as images_module
@@ -73,7 +75,7 @@ def test_grey_image_becomes_three_equal_channels(tree: Path) -> None:
     assert len(birds_images) == 4 and len(grey) == 1
 
 
-def test_unreadable_files_are_skipped_named_and_logged_with_the_client(
+def test_unreadable_files_are_skipped_named_and_logged_once_per_node(
     tree: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     split, skipped = decode(load_image_folder(tree).domains["photo"], 8)
@@ -82,10 +84,16 @@ def test_unreadable_files_are_skipped_named_and_logged_with_the_client(
         {"data.name": "imagefolder", "data.root": str(tree), "data.image-size": 8, "data.test-fraction": 0.5,
          "data.min-train-images": 2}
     ).data
+    clients = [load_client_data(settings, pid) for pid in range(num_clients(settings))]
+    unreadable = [line for client in clients for line in client.unreadable]
+    assert len(unreadable) == 2 and all(line.startswith("skipped 1 unreadable image file(s) of client") for line in unreadable)
+    assert "corrupt.png" in " ".join(unreadable) and "truncated.jpg" in " ".join(unreadable)
+    reader = next(c for c in clients if c.unreadable)
+    context = Context(run_id=1, node_id=1, node_config={}, state=RecordDict(), run_config={})
     with caplog.at_level(logging.WARNING, logger="flwr"):
-        clients = [load_client_data(settings, pid) for pid in range(num_clients(settings))]
-    assert "corrupt.png" in caplog.text and "truncated.jpg" in caplog.text
-    assert caplog.text.count("skipped 1 unreadable image file(s) of client") == 2
+        for _ in range(3):  # three phases on this node: one warning
+            report_unreadable_once(reader, context)
+    assert caplog.text.count("unreadable image file(s)") == 1 and reader.unreadable[0] in caplog.text
     listed = sum(len(domain.train) + len(domain.test) for domain in load_domain_set(settings).domains)
     assert sum(len(c.train) + len(c.test) for c in clients) == listed - 2
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from warmfed_flwr.data.types import ImageSplit
 from warmfed_flwr.learning.training import Schedule, run_epochs
+from log_lines import debug_lines, repeated_app_lines
 from warmfed_flwr.logs import Progress
 
 
@@ -42,3 +45,30 @@ def test_training_epochs_report_their_loss(caplog: pytest.LogCaptureFixture) -> 
         loss = run_epochs(model, split, schedule, progress=Progress("[dsd] partition 1", 4, "epoch"))
     logged = lines(caplog)
     assert len(logged) == 4 and logged[-1].startswith(f"[dsd] partition 1: epoch 4/4, loss {loss:.4g}")
+
+
+ROOT_HANDLERS_AFTER = "import logging, {module}; print(len(logging.getLogger().handlers))"
+
+
+@pytest.mark.parametrize("module, handlers", [("opacus.utils.module_utils", 1), ("warmfed_flwr.generative.private", 0)])
+def test_importing_opacus_through_the_app_leaves_the_root_logger_alone(module: str, handlers: int) -> None:
+    """Opacus adds a root handler when imported (which printed every Flower record twice, DEBUG included); the app
+    imports it with the root logger's handlers restored."""
+    done = subprocess.run([sys.executable, "-c", ROOT_HANDLERS_AFTER.format(module=module)],
+                          capture_output=True, text=True, check=True, timeout=120)
+    assert int(done.stdout.split()[-1]) == handlers
+
+
+def test_the_line_checks_find_a_line_printed_by_two_handlers_and_debug_lines() -> None:
+    """The checks the end-to-end runs apply, on what `make run` printed before: one progress line in Flower's format
+    and again in logging.basicConfig's, both through Ray, and Flower's DEBUG lines."""
+    printed = "\n".join([
+        "(ClientAppActor pid=4242) \x1b[92mINFO \x1b[0m:      [lora] partition 0: step 225/300, loss 0.1, 3 steps/s, 25 s left",
+        "(ClientAppActor pid=4242) 12/07/2026 17:19:02:INFO:[lora] partition 0: step 225/300, loss 0.1, 3 steps/s, 25 s left",
+        "\x1b[92mINFO \x1b[0m:      [lora] partition 1: step 225/300, loss 0.2, 3 steps/s, 25 s left",
+        "12/07/2026 17:20:00:DEBUG:Triggered stop event",
+        "plain text that no handler wrote",
+    ])
+    assert repeated_app_lines(printed) == {"[lora] partition 0: step 225/300, loss 0.1, 3 steps/s, 25 s left": 2}
+    assert debug_lines(printed) == ["Triggered stop event"]
+    assert repeated_app_lines(printed.split("\n", 1)[1]) == {}

@@ -9,9 +9,28 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 logger = logging.getLogger("flwr.warmfed")
+
+
+@contextmanager
+def root_logging_kept() -> Iterator[None]:
+    """Undo what the code run inside does to the root logger's handlers and level.
+
+    For imports that configure logging as a side effect: Opacus calls `logging.basicConfig` when imported, and
+    the root handler it adds would print every record of Flower's logger (DEBUG included) a second time, in its
+    own format.
+    """
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
 
 
 class Progress:

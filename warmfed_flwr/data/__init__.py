@@ -65,7 +65,7 @@ def load_domain_set(settings: DataSettings) -> DomainSet:
     if settings.name == NODE_LOCAL:
         raise DataError(
             "data.name=node-local: each SuperNode reads its own folder (its node config's data-root), so there is no "
-            "shared data set to load or count here; deploy on SuperNodes (README, 'Deploying on real SuperNodes'), "
+            "shared data set to load or count here; deploy on SuperNodes (docs/deployment.md), "
             "or simulate with a shared data set"
         )
     target = DOMAIN_SET_LOADERS.get(settings.name)
@@ -132,7 +132,8 @@ def concatenated(splits: list[ImageSplit]) -> ImageSplit:
 
 
 def load_client_data(settings: DataSettings, partition_id: int, num_partitions: int | None = None) -> ClientData:
-    """Client `partition_id`'s shard of its domain's train and test split, decoded (only that shard).
+    """Client `partition_id`'s shard of its domain's train and test split, decoded (only that shard), with a line
+    per split that had unreadable files (`ClientData.unreadable`: the client reports them, once per node).
 
     With data.clients-per-domain "auto" the split follows `num_partitions`, the federation's size
     (its SuperNodes' `num-partitions`). Raises DataError if the id is out of range, or the client
@@ -142,15 +143,17 @@ def load_client_data(settings: DataSettings, partition_id: int, num_partitions: 
     domain_set = load_domain_set(settings)
     names = "+".join(domain_set.domains[index].name for index in slot.domains)
     where = f"client {partition_id} (domain '{names}', shard {slot.shard} of {slot.shards})"
-    trains, tests = [], []
+    trains, tests, unreadable = [], [], []
     for index in slot.domains:
         domain = domain_set.domains[index]
         train_positions, test_positions = _domain_shards(settings, index, slot.shards)[slot.shard]
-        trains.append(decoded(domain.train.subset(train_positions), settings.image_size, f"{where}, train split"))
-        tests.append(decoded(domain.test.subset(test_positions), settings.image_size, f"{where}, test split"))
+        trains.append(decoded(domain.train.subset(train_positions), settings.image_size, f"{where}, train split",
+                              unreadable))
+        tests.append(decoded(domain.test.subset(test_positions), settings.image_size, f"{where}, test split",
+                             unreadable))
     client = ClientData(
         partition_id=partition_id, domain=names, train=concatenated(trains), test=concatenated(tests),
-        class_names=domain_set.class_names,
+        class_names=domain_set.class_names, unreadable=tuple(unreadable),
     )
     if len(client.train) < settings.min_train_images:
         raise DataError(

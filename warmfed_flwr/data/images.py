@@ -52,19 +52,24 @@ def decode(files: ImageFiles, image_size: int) -> tuple[ImageSplit, list[str]]:
     return ImageSplit(images[: len(kept)].clone() if skipped else images, torch.tensor(kept, dtype=torch.int64)), skipped
 
 
-def warn_skipped(skipped: Sequence[str], where: str) -> None:
-    """Log one warning saying how many images of `where` were unreadable, naming the first few."""
-    if not skipped:
-        return
+def skipped_files_line(skipped: Sequence[str], where: str) -> str:
+    """One line saying how many images of `where` were unreadable, naming the first few."""
     shown = ", ".join(skipped[:SKIPPED_SHOWN])
     more = f" and {len(skipped) - SKIPPED_SHOWN} more" if len(skipped) > SKIPPED_SHOWN else ""
-    logger.warning("skipped %d unreadable image file(s) of %s: %s%s", len(skipped), where, shown, more)
+    return f"skipped {len(skipped)} unreadable image file(s) of {where}: {shown}{more}"
 
 
-def decoded(split: Split, image_size: int, where: str) -> ImageSplit:
-    """`split`'s images in memory: image files decoded (uint8; unreadable ones skipped and logged), others as they are."""
+def decoded(split: Split, image_size: int, where: str, unreadable: list[str] | None = None) -> ImageSplit:
+    """`split`'s images in memory: image files decoded (uint8), others as they are.
+
+    Unreadable files are skipped, and a line naming them is added to `unreadable`, or logged as a warning
+    when no list is given.
+    """
     if isinstance(split, ImageSplit):
         return split
     images, skipped = decode(split, image_size)
-    warn_skipped(skipped, where)
+    if skipped and unreadable is not None:
+        unreadable.append(skipped_files_line(skipped, where))
+    elif skipped:
+        logger.warning("%s", skipped_files_line(skipped, where))
     return images

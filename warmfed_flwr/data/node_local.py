@@ -96,9 +96,9 @@ def node_client_data(
     """The node's train and test images, decoded, with labels indexing `agreed` (the federation's classes)."""
     folder = read_node_folder(root, settings, partition_id)
     where = f"client {partition_id} (data-root {root})"
-    splits = []
+    splits, unreadable = [], []
     for part, files in (("train", folder.train), ("test", folder.test)):
-        images = decoded(files, settings.image_size, f"{where}, {part} split")
+        images = decoded(files, settings.image_size, f"{where}, {part} split", unreadable)
         labels = to_agreed_labels(images.labels, folder.class_names, agreed, where)
         splits.append(ImageSplit(images.images, labels))
     train, test = splits
@@ -109,4 +109,5 @@ def node_client_data(
         )
     if not len(test):
         raise DataError(f"{where} has no readable test images")
-    return ClientData(partition_id=partition_id, domain=domain, train=train, test=test, class_names=agreed)
+    return ClientData(partition_id=partition_id, domain=domain, train=train, test=test, class_names=agreed,
+                      unreadable=tuple(unreadable))

@@ -141,13 +141,15 @@ class DomainData:
 
 @dataclass(frozen=True)
 class ClientData:
-    """What one client owns, decoded: a shard of one domain's train and test split."""
+    """What one client owns, decoded: a shard of one domain's train and test split, and a line per split that had
+    unreadable image files (skipped)."""
 
     partition_id: int
     domain: str
     train: ImageSplit
     test: ImageSplit
     class_names: tuple[str, ...]
+    unreadable: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

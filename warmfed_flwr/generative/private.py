@@ -20,14 +20,17 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
-from opacus import GradSampleModule
-from opacus.accountants import RDPAccountant
-from opacus.accountants.utils import get_noise_multiplier
-from opacus.optimizers import DPOptimizer
 from torch import nn
 
 from warmfed_flwr.config import LoraSettings
+from warmfed_flwr.logs import root_logging_kept
 from warmfed_flwr.setting_checks import ConfigError
+
+with root_logging_kept():  # Opacus configures the root logger when imported
+    from opacus import GradSampleModule
+    from opacus.accountants import RDPAccountant
+    from opacus.accountants.utils import get_noise_multiplier
+    from opacus.optimizers import DPOptimizer
 
 ACCOUNTANT = "rdp"
 # Opacus's RDP orders and larger ones: small budgets over few steps are tightest at high orders
