@@ -1,5 +1,5 @@
 # Two commands for a fresh machine: `make run` (the default WarmFed job) and `make test`.
-# `make run RAY_ADDRESS=host:port` runs the simulation on that existing Ray cluster (README: Simulating on a Ray cluster).
+# `make run RAY_ADDRESS=host:port` runs the simulation on that existing Ray cluster (docs/ray-cluster.md).
 # Both create or reuse .venv with the pinned versions of constraints.txt (`make lock` refreshes it) and set
 # Flower's environment (project-local FLWR_HOME, no telemetry, no update check, no runtime dependency installation).
 
@@ -38,13 +38,13 @@ run: setup
 test: setup
 	$(PY) -m pytest -q
 
-# The comparison matrix (see README, Benchmarks); e.g. make bench PRESET=conf/digits-scarce.toml
+# The comparison matrix (BENCHMARKS.md, Running the benchmarks); e.g. make bench PRESET=conf/digits-scarce.toml
 # BENCH_CSV=benchmarks/digits-domains-scarce.csv BENCH_ARGS='--seeds 0'
 bench: setup
 	$(PY) -m warmfed_flwr.benchmark $(if $(PRESET),--preset $(PRESET)) --csv $(BENCH_CSV) $(BENCH_ARGS)
 
 # Refresh constraints.txt: the newest versions pyproject.toml allows, resolved in a fresh environment and pinned.
-# Re-run the benchmark matrices with them before committing the new file (README: Same numbers on every machine).
+# Re-run the benchmark matrices with them before committing the new file (BENCHMARKS.md: Same numbers on every machine).
 lock:
 	rm -rf $(LOCK_VENV)
 	$(PYTHON) -m venv $(LOCK_VENV)

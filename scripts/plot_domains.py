@@ -1,4 +1,11 @@
-"""Draw docs/digits-domains.png: one sample per digit (columns) for the base fold and each domain (rows)."""
+"""Draw docs/digits-domains.png: one image per digit (columns) for what the base model knows and for each domain (rows).
+
+    PYTHONPATH=. python scripts/plot_domains.py            # the default 16 px, seed 0
+
+Rows: the held-out base fold in the procedural looks the shipped tiny base was pre-trained on
+(`warmfed_flwr/data/pretraining_looks.py`), what the shipped base draws alone (no adapter, the
+default generation settings), then the first training image of each digit in every client domain.
+"""
 
 from __future__ import annotations
 
@@ -7,29 +14,48 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+import torch
 
+from warmfed_flwr.config import Settings
 from warmfed_flwr.data.digits_domains import load_digits_domains
+from warmfed_flwr.data.pretraining_looks import render_looks
 from warmfed_flwr.data.types import ImageSplit
+from warmfed_flwr.generative import ClassLabels, load_backbone
 
 
-def first_of_each_class(split: ImageSplit, num_classes: int) -> list[np.ndarray]:
-    """The first image of every class in `split` as H x W x 3 arrays, in class order."""
-    samples = []
-    for label in range(num_classes):
-        (positions,) = (split.labels == label).nonzero(as_tuple=True)
-        samples.append(split.images[positions[0]].permute(1, 2, 0).numpy())
-    return samples
+def first_of_each_class(split: ImageSplit, num_classes: int) -> ImageSplit:
+    """The first image of every class in `split`, in class order."""
+    rows = torch.stack([(split.labels == label).nonzero(as_tuple=True)[0][0] for label in range(num_classes)])
+    return ImageSplit(split.images[rows], split.labels[rows])
+
+
+def in_pretraining_looks(base: ImageSplit, seed: int) -> torch.Tensor:
+    """The base fold's grey digits (white on black) rendered in random looks of the base's pre-training family."""
+    grey = base.images.float()[:, :1]
+    return render_looks(grey, torch.Generator().manual_seed(seed))
+
+
+def drawn_by_the_base(class_names: tuple[str, ...], image_size: int, seed: int) -> torch.Tensor:
+    """One image per class from the shipped tiny base alone, with the run config's default generation settings."""
+    settings = Settings.from_run_config({})
+    labels = ClassLabels(torch.arange(len(class_names)), class_names)
+    return load_backbone(settings.lora).generate(labels, None, settings.generate, image_size, seed)
 
 
 def plot_domains(output: Path, image_size: int, seed: int) -> None:
     """Write the grid of base + domain samples at `image_size` px to `output`."""
     data = load_digits_domains(image_size, seed)
-    rows = [("base", data.base)] + [(domain.name, domain.train) for domain in data.domains]
     num_classes = len(data.class_names)
-    figure, axes = plt.subplots(len(rows), num_classes, figsize=(num_classes * 0.9, len(rows) * 0.95))
-    for row, (name, split) in enumerate(rows):
-        for column, image in enumerate(first_of_each_class(split, num_classes)):
+    base = first_of_each_class(data.base, num_classes)
+    rows = [
+        ("base pre-training\nlooks (held-out fold)", in_pretraining_looks(base, seed)),
+        ("base model alone\n(no adapter)", drawn_by_the_base(data.class_names, image_size, seed)),
+    ] + [(domain.name, first_of_each_class(domain.train, num_classes).images) for domain in data.domains]
+    figure, axes = plt.subplots(len(rows), num_classes, figsize=(num_classes * 0.9 + 1.2, len(rows) * 0.95))
+    for row, (name, images) in enumerate(rows):
+        for column in range(num_classes):
             axis = axes[row, column]
+            image: np.ndarray = images[column].float().clamp(0, 1).permute(1, 2, 0).numpy()
             axis.imshow(image, interpolation="nearest")
             axis.set_xticks([])
             axis.set_yticks([])
@@ -45,9 +71,9 @@ def plot_domains(output: Path, image_size: int, seed: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output", type=Path, default=Path("docs/digits-domains.png"))
-    parser.add_argument("--image-size", type=int, default=32)
+    parser.add_argument("--image-size", type=int, default=Settings.from_run_config({}).data.image_size)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     plot_domains(args.output, args.image_size, args.seed)

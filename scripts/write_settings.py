@@ -1,5 +1,5 @@
-"""Write pyproject.toml's `[tool.flwr.app.config]` and the README's configuration table from the settings
-declared in warmfed_flwr/config.py (`SETTINGS`), the one place a key, its default and its meaning live.
+"""Write pyproject.toml's `[tool.flwr.app.config]` and the settings table of docs/configuration.md from the
+settings declared in warmfed_flwr/config.py (`SETTINGS`), the one place a key, its default and its meaning live.
 
     python scripts/write_settings.py           # rewrite both files
     python scripts/write_settings.py --check   # exit 1, naming the file, when either is not current
@@ -17,8 +17,9 @@ from warmfed_flwr.config import SETTINGS, Setting
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT_START = "# settings:start (written by scripts/write_settings.py from warmfed_flwr/config.py; do not edit)"
 PYPROJECT_END = "# settings:end"
-README_START = "<!-- settings:start (written by scripts/write_settings.py from warmfed_flwr/config.py) -->"
-README_END = "<!-- settings:end -->"
+TABLE_PAGE = "docs/configuration.md"
+TABLE_START = "<!-- settings:start (written by scripts/write_settings.py from warmfed_flwr/config.py) -->"
+TABLE_END = "<!-- settings:end -->"
 
 
 def toml_value(value: bool | int | float | str) -> str:
@@ -43,8 +44,8 @@ def pyproject_config(settings: tuple[Setting, ...] = SETTINGS) -> str:
     return "\n\n".join(tables)
 
 
-def readme_table(settings: tuple[Setting, ...] = SETTINGS) -> str:
-    """The README's table: key, default, meaning."""
+def settings_table(settings: tuple[Setting, ...] = SETTINGS) -> str:
+    """The table of every setting: key, default, meaning (the help texts link relative to docs/)."""
     rows = ["| key | default | meaning |", "|---|---|---|"]
     for setting in settings:
         default = toml_value(setting.default) if setting.default == "" or not isinstance(setting.default, str) \
@@ -65,17 +66,17 @@ def with_block(text: str, start: str, end: str, block: str, path: Path) -> str:
 
 def current_files(root: Path = ROOT) -> dict[Path, str]:
     """Each generated file's text as it should be."""
-    pyproject, readme = root / "pyproject.toml", root / "README.md"
+    pyproject, page = root / "pyproject.toml", root / TABLE_PAGE
     return {
         pyproject: with_block(pyproject.read_text(), PYPROJECT_START, PYPROJECT_END, pyproject_config(), pyproject),
-        readme: with_block(readme.read_text(), README_START, README_END, readme_table(), readme),
+        page: with_block(page.read_text(), TABLE_START, TABLE_END, settings_table(), page),
     }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only check that the files are current")
-    parser.add_argument("--root", type=Path, default=ROOT, help="the folder of pyproject.toml and README.md")
+    parser.add_argument("--root", type=Path, default=ROOT, help=f"the folder of pyproject.toml and {TABLE_PAGE}")
     args = parser.parse_args(argv)
     files = current_files(args.root)
     stale = [path for path, text in files.items() if path.read_text() != text]

@@ -26,14 +26,21 @@ def test_defaults_build_settings():
     assert s.data.name == "digits-domains" and s.lora.backbone == "tiny"
 
 
-def test_pyproject_and_readme_are_written_from_the_declared_settings(tmp_path):
+def test_pyproject_and_the_configuration_page_are_written_from_the_declared_settings(tmp_path):
     check = [sys.executable, str(ROOT / "scripts" / "write_settings.py"), "--check"]
     assert subprocess.run(check, cwd=ROOT).returncode == 0
-    for name in ("pyproject.toml", "README.md"):  # a copy whose pyproject.toml no longer matches: named, exit 1
+    (tmp_path / "docs").mkdir()
+    for name in ("pyproject.toml", "docs/configuration.md"):  # a copy whose pyproject.toml no longer matches: named, exit 1
         text = (ROOT / name).read_text()
         (tmp_path / name).write_text(text.replace("rank = 8", "rank = 4") if name == "pyproject.toml" else text)
     stale = subprocess.run([*check, "--root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
-    assert stale.returncode == 1 and "pyproject.toml is not current" in stale.stderr and "README" not in stale.stderr
+    assert stale.returncode == 1 and "pyproject.toml is not current" in stale.stderr
+    assert "configuration.md" not in stale.stderr
+    (tmp_path / "pyproject.toml").write_text((ROOT / "pyproject.toml").read_text())  # and a stale table: named, exit 1
+    page = tmp_path / "docs" / "configuration.md"
+    page.write_text(page.read_text().replace("| `lora.rank` | `8` |", "| `lora.rank` | `4` |"))
+    stale = subprocess.run([*check, "--root", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert stale.returncode == 1 and "configuration.md is not current" in stale.stderr
 
 
 @pytest.mark.parametrize("preset", sorted((ROOT / "conf").glob("*.toml")), ids=lambda p: p.name)

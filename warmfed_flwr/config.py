@@ -4,7 +4,7 @@ Each setting is a field of the dataclasses below (`setting(default, help, check)
 section and the field name in kebab-case (`Settings.data.image_size` is `data.image-size`;
 `dsd.lambda_` is `dsd.lambda`). `SETTINGS`, `DEFAULTS`, the validation and its error texts are
 derived from the fields; pyproject.toml's `[tool.flwr.app.config]` (which Flower fuses with a
-run's overrides into `context.run_config`) and the README's table are written from them by
+run's overrides into `context.run_config`) and the table of docs/configuration.md are written from them by
 `scripts/write_settings.py`. `Settings.from_run_config` starts from the defaults and overlays
 what it is given, so a partial config also works.
 """
@@ -53,7 +53,7 @@ class DataSettings:
     name: str = setting("digits-domains", "also `digits-far` (the same digits in styles far from the tiny base's "
                         "prior), `imagefolder`, `office-caltech10`, `domainnet`, `camelyon17`, "
                         "`huggingface`, and `node-local` (deployments: each SuperNode reads its own folder, see "
-                        "[Deploying on real SuperNodes](docs/deployment.md))", one_of(*DATASETS))
+                        "[Deploying on real SuperNodes](deployment.md))", one_of(*DATASETS))
     root: str = setting("", "data folder (or Hugging Face id) for the non-embedded data sets")
     image_size: int = setting(16, "images are resized to this size (px)", between(8, 1024))
     clients_per_domain: int | None = setting(
@@ -214,7 +214,7 @@ class Settings:
                              "produces them); empty = off. Setting it asks to keep the adapters there: they are "
                              "never deleted")
     resume: str = setting("", "an earlier run directory to continue from its last finished phase (see "
-                          "[Resuming a run](#resuming-a-run)); empty = off")
+                          "[Resuming a run](running.md#resuming-a-run)); empty = off")
     keep_adapters: bool = setting(False, "keep the received adapters in the run directory after the run completes, "
                                   "as `adapters/partition-<id>/` in the format diffusers / peft open (default: deleted)")
     snapshot_rounds: tuple[int, ...] = setting(
@@ -262,7 +262,7 @@ class Settings:
 
 @dataclass(frozen=True)
 class Setting:
-    """One declared key, as pyproject.toml and the README list it."""
+    """One declared key, as pyproject.toml and docs/configuration.md list it."""
 
     key: str
     default: bool | int | float | str

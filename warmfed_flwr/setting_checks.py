@@ -2,7 +2,7 @@
 
 A setting is a dataclass field whose metadata holds its default as the run config writes it, its
 help text and its check, in the manner of peft's `LoraConfig`. Everything else (the list of keys,
-the defaults, pyproject.toml's run config, the README table, validation and error texts) is
+the defaults, pyproject.toml's run config, the table of docs/configuration.md, validation and error texts) is
 derived from these fields by `warmfed_flwr/config.py`.
 """
 

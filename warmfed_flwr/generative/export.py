@@ -7,7 +7,7 @@ A run with `keep-adapters=true` leaves each client's adapter as
 - tiny: the peft tensors of the UNet2DModel with `adapter_config.json` beside them (rank, alpha,
   target layers; the alpha / rank scale is already folded into the B matrices):
   `inject_adapter_in_model(LoraConfig(**config), unet)` then `set_peft_model_state_dict(unet, tensors)`
-  (README, "Outputs").
+  (docs/outputs.md).
 """
 
 from __future__ import annotations

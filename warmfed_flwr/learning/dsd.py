@@ -12,8 +12,7 @@ own running average (an exponential moving average of its weights, the "self" of
 self-distillation): whichever gives the true label the higher probability.
 The paper's full text is not available: this weighting and schedule are warmfed-flwr's own reading
 of its DSD, chosen because distilling only where the global model is right for this client keeps
-what the warm start knows without pulling the student towards the global model's mistakes (README,
-"What is the paper's and what is ours").
+what the warm start knows without pulling the student towards the global model's mistakes (docs/method.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """WarmFedStrategy: LoRA adapters -> synthetic warm-start pool -> global model -> optional rounds -> DSD.
 
 `warmfed_flwr.server.run_experiment` runs it; pass your own `flwr.serverapp.strategy.Strategy` there
-(`round_strategy=`, with what its `start` takes) to run the optional rounds with it (see README).
+(`round_strategy=`, with what its `start` takes) to run the optional rounds with it (see docs/custom-strategy.md).
 With `use_adapters=False` it is the FGL baseline: the server generates from the base model with
 class conditioning only, and clients send nothing in the first phase.
 Each product of the warm start comes from the run's checkpoint, the cache or its phase
