@@ -13,6 +13,7 @@ LEVEL_PREFIXES = (
     re.compile(r"^(?P<level>DEBUG|INFO|WARNING|ERROR) \S+ \S+ \| \S+ \| "),  # Flower's with timestamps
     re.compile(r"^\d\d/\d\d/\d{4} \d\d:\d\d:\d\d:(?P<level>DEBUG|INFO|WARNING|ERROR):"),  # logging.basicConfig's
 )
+APP_MESSAGE_STARTS = ("[", "skipped ")  # Flower's own lines repeat by design (each round's "configure_train: ...")
 
 
 def log_records(output: str) -> list[tuple[str, str]]:
@@ -28,8 +29,8 @@ def log_records(output: str) -> list[tuple[str, str]]:
 
 
 def repeated_app_lines(output: str) -> dict[str, int]:
-    """The logged messages (not empty ones) that `output` shows more than once."""
-    counts = Counter(message for _, message in log_records(output) if message)
+    """The app's messages (a `[phase]` tag, or a client's skipped files) that `output` shows more than once."""
+    counts = Counter(message for _, message in log_records(output) if message.startswith(APP_MESSAGE_STARTS))
     return {message: n for message, n in counts.items() if n > 1}
 
 

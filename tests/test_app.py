@@ -230,6 +230,7 @@ def test_a_users_strategy_runs_as_written_through_the_launcher_on_a_superlink_of
         assert launched.returncode == 0, launched.stdout[-3000:] + launched.stderr[-3000:]
         printed = launched.stdout + launched.stderr  # each line once, none at DEBUG
         assert repeated_app_lines(printed) == {} and debug_lines(printed) == [], printed[-3000:]
+        assert printed.count("# warmfed (rounds=2, seed=0") == 1  # the summary, printed by the ServerApp
         own_port = int(re.search(r"local SuperLink of its own on port (\d+)", launched.stdout).group(1))
         assert own_port != foreign.http_port
         assert OwnSuperLink([own_port, 0]).processes() == []  # stopped with everything it started

@@ -178,5 +178,5 @@ def test_every_configurable_data_set_has_a_loader() -> None:
 
 
 def test_node_local_data_cannot_be_loaded_or_counted_centrally() -> None:
-    with pytest.raises(DataError, match="node-local.*data-root.*Deploying on real SuperNodes"):
+    with pytest.raises(DataError, match="node-local.*data-root.*docs/deployment.md"):
         num_clients(Settings.from_run_config({"data.name": "node-local"}).data)

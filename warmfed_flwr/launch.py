@@ -189,8 +189,7 @@ def run_app(
             f"run did not complete: status {status}, results.json {'present' if results.exists() else 'missing'} "
             f"in {out_dir}" + (f"; the ServerApp stopped with {error}" if error else "")
         )
-    print((out_dir / "summary.md").read_text())
-    print(f"results: {results}")
+    print(f"results: {results} (the summary above: {out_dir / 'summary.md'})")
     return out_dir
 
 
