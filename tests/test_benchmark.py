@@ -167,3 +167,5 @@ def test_the_personalization_goal_needs_own_accuracy_and_resilience_beyond_the_s
     assert rows["warmfed-dsd"][2] == "0.655 ± 0.007 vs fedbn r20 0.560 ± 0.014" and rows["warmfed-dsd"][3] == "-"
     assert [rows[v][-1] for v in ("warmfed-dsd", "warmfed-dsd-self", "warmfed-dsd-constant")] == ["yes", "**no**", "**no**"]
     assert goal_rows(peers) == []
+    # the comparison matrix holds DSD ablations but none of the peers: no goal, its report keeps the paper's claims
+    assert goal_rows({("warmfed-dsd-constant", 0): {"personal_acc": [0.95, 0.96]}, ("fedavg", 5): {"personal_acc": [0.8]}}) == []

@@ -25,6 +25,8 @@ def _best_peer(cells: Cells, metric: str) -> tuple[str, float, float] | None:
 def goal_rows(cells: Cells) -> list[tuple[str, ...]]:
     """Per DSD variant in the cells: own accuracy and each resilience metric against the best peer, and the verdict."""
     rows = []
+    if _best_peer(cells, "personal_acc") is None:  # not the personalization matrix (the comparison's DSD ablations)
+        return rows
     for variant in DSD_VARIANTS:
         metrics = cells.get((variant, 0), {})
         if not metrics.get("personal_acc"):
