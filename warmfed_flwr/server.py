@@ -148,10 +148,10 @@ def run_experiment(
     save_accuracy_plot(
         out_dir / "accuracy.png", list(recorder.clients.values()), f"{settings.method}, rounds={settings.rounds}"
     )
+    results = recorder.to_dict()
     if recorder.tracker is not None:
         figures = [path for path in (out_dir / "samples.png", out_dir / "accuracy.png") if path.exists()]
-        recorder.tracker.finish(recorder.to_dict(), figures)
-    results = recorder.to_dict()
+        recorder.tracker.finish(results, figures)
     print(summary_markdown(results), flush=True)
     return results
 

@@ -161,16 +161,18 @@ def predict_logits(model: nn.Module, images: torch.Tensor, device: torch.device)
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def evaluate_accuracy(model: nn.Module, split: ImageSplit, device: torch.device) -> float:
-    """Top-1 accuracy of `model` on `split`."""
+def split_logits(model: nn.Module, split: ImageSplit, device: torch.device) -> torch.Tensor:
+    """Logits of `model` for every image of `split`, which must not be empty."""
     if len(split) == 0:
         raise ValueError("cannot evaluate on an empty split")
-    logits = predict_logits(model, split.images, device)
-    return float((logits.argmax(dim=1) == split.labels).float().mean())
+    return predict_logits(model, split.images, device)
+
+
+def evaluate_accuracy(model: nn.Module, split: ImageSplit, device: torch.device) -> float:
+    """Top-1 accuracy of `model` on `split`."""
+    return float((split_logits(model, split, device).argmax(dim=1) == split.labels).float().mean())
 
 
 def evaluate_loss(model: nn.Module, split: ImageSplit, device: torch.device) -> float:
     """Mean cross-entropy of `model` on `split`."""
-    if len(split) == 0:
-        raise ValueError("cannot evaluate on an empty split")
-    return float(nn.functional.cross_entropy(predict_logits(model, split.images, device), split.labels))
+    return float(nn.functional.cross_entropy(split_logits(model, split, device), split.labels))
